@@ -1,0 +1,76 @@
+"""Request: one generation asked of the engine, its status, and how it finished."""
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Request", "Status", "FinishReason", "GenerationOptions"]
+
+_ids = itertools.count(1)
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"          # in the FIFO queue, no slot yet
+    PROMPT = "prompt"            # in a slot, prompt being evaluated
+    GENERATING = "generating"    # producing tokens
+    FINISHED_EOS = "eos"
+    FINISHED_LIMIT = "limit"     # n_predict reached
+    FINISHED_CONTEXT = "context"  # context full and no shift allowed
+    FINISHED_STOP = "stop_word"
+    FINISHED_GRAMMAR = "grammar"  # the grammar admits no further token
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (Status.WAITING, Status.PROMPT, Status.GENERATING)
+
+
+class FinishReason:
+    """One mapping from a final status to the reasons the APIs report."""
+    OPENAI = {Status.FINISHED_EOS: "stop", Status.FINISHED_STOP: "stop",
+              Status.FINISHED_GRAMMAR: "stop", Status.FINISHED_LIMIT: "length",
+              Status.FINISHED_CONTEXT: "length", Status.ABORTED: "abort", Status.FAILED: "error"}
+
+    @staticmethod
+    def openai(status: Status) -> str | None:
+        return FinishReason.OPENAI.get(status)
+
+
+@dataclass
+class GenerationOptions:
+    """What a request asks of the engine beyond sampling; parsed by the web layer."""
+    n_predict: int = -1
+    n_keep: int = 0
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+    cache_prompt: bool = True
+    id_slot: int = -1
+    n_probs: int = 0
+    stream: bool = False
+    truncate_prompt: bool = True     # seed behaviour; the OpenAI routes reject instead
+    t_max_predict_ms: float = 0.0
+    embedding: bool = False          # evaluate the prompt for embeddings, generate nothing
+
+
+@dataclass
+class Request:
+    prompt_tokens: list[int]
+    options: GenerationOptions
+    sampling: Any = None             # sampling.SamplingParams
+    id: int = field(default_factory=lambda: next(_ids))
+    status: Status = Status.WAITING
+    t_arrival: float = field(default_factory=time.perf_counter)
+    error: str | None = None
+    mailbox: Any = None
+    # Filled by the engine as it works:
+    slot_id: int = -1
+    n_cached: int = 0                # prompt tokens reused from the slot's cache
+    truncated: bool = False
+    n_generated: int = 0
+
+    def __hash__(self) -> int:
+        return self.id

@@ -1,0 +1,241 @@
+"""The scheduler: a model-free state machine with two verbs.
+
+``schedule()`` admits waiting requests into free slots and returns a ``Plan``: which tokens of
+which slot go into the next batch, which KV-cache edits must happen first, and which entries
+need logits. ``update(plan, sampled)`` records what the decode put into the cache and hands
+back the (slot, sampled token) pairs for the engine to judge. ``accept()`` and ``finish()``
+apply the engine's verdict. Nothing here knows about ctypes, HTTP or text.
+
+A batch holds, in this order: one token for every generating slot (so streams never stall
+behind a long prompt), then prompt chunks while the ``n_batch`` budget lasts (continuous
+batching). With continuous batching off, prompts are only scheduled when no slot generates.
+"""
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+
+from .request import Request, Status
+from .slots import Slot, common_prefix
+
+__all__ = ["Scheduler", "Plan", "PlanEntry", "QueueFull"]
+
+
+class QueueFull(Exception):
+    """The waiting queue is at --max-queue."""
+
+
+@dataclass
+class PlanEntry:
+    slot: Slot
+    tokens: list[int]
+    first_pos: int
+    wants_logits: bool
+    all_outputs: bool = False   # embeddings: every position is an output
+
+
+@dataclass
+class Plan:
+    entries: list[PlanEntry] = field(default_factory=list)
+    kv_ops: list[tuple] = field(default_factory=list)   # ("rm", seq, p0, p1) | ("shift", seq, keep, discard, n_past)
+    admitted: list[Request] = field(default_factory=list)
+    finished: list[Request] = field(default_factory=list)
+    embedding: bool = False
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(e.tokens) for e in self.entries)
+
+
+def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
+    """The seed's rule: keep n_keep tokens, then drop whole blocks of half the remaining room."""
+    n_keep = min(max(n_keep, 0), n_ctx - 4)
+    n_left = n_ctx - n_keep
+    block = max(1, n_left // 2)
+    erased_blocks = (len(tokens) - n_keep - block) // block
+    return tokens[:n_keep] + tokens[n_keep + erased_blocks * block:]
+
+
+class Scheduler:
+    def __init__(self, n_slots: int, n_ctx_slot: int, n_batch: int, *, cont_batching: bool = True,
+                 context_shift: bool = True, max_queue: int = 0):
+        self.slots = [Slot(i, n_ctx_slot) for i in range(n_slots)]
+        self.n_ctx_slot = n_ctx_slot
+        self.n_batch = n_batch
+        self.cont_batching = cont_batching
+        self.context_shift = context_shift
+        self.max_queue = max_queue
+        self.waiting: collections.deque[Request] = collections.deque()
+        self._last_used = [0.0] * n_slots
+
+    # --- queue ------------------------------------------------------------------------
+    def add(self, req: Request) -> None:
+        if self.max_queue and len(self.waiting) >= self.max_queue:
+            raise QueueFull()
+        req.status = Status.WAITING
+        self.waiting.append(req)
+
+    def abort(self, req_id: int) -> Request | None:
+        for req in self.waiting:
+            if req.id == req_id:
+                self.waiting.remove(req)
+                req.status = Status.ABORTED
+                return req
+        for slot in self.slots:
+            if slot.request is not None and slot.request.id == req_id:
+                return self.finish(slot, Status.ABORTED)
+        return None
+
+    @property
+    def n_processing(self) -> int:
+        return sum(1 for s in self.slots if not s.idle)
+
+    @property
+    def n_idle(self) -> int:
+        return len(self.slots) - self.n_processing
+
+    # --- admission --------------------------------------------------------------------
+    def _pick_slot(self, req: Request) -> Slot | None:
+        if req.options.id_slot >= 0:
+            slot = self.slots[req.options.id_slot] if req.options.id_slot < len(self.slots) else None
+            return slot if slot is not None and slot.idle else None
+        idle = [s for s in self.slots if s.idle]
+        if not idle:
+            return None
+        if req.options.cache_prompt and not req.options.embedding:
+            return max(idle, key=lambda s: (common_prefix(s.cache_tokens, req.prompt_tokens),
+                                            -self._last_used[s.id]))
+        return min(idle, key=lambda s: self._last_used[s.id])
+
+    def _admit(self, plan: Plan) -> None:
+        kept: collections.deque[Request] = collections.deque()
+        while self.waiting:
+            req = self.waiting.popleft()
+            slot = self._pick_slot(req)
+            if slot is None:
+                kept.append(req)
+                if req.options.id_slot < 0:
+                    break          # FIFO: nobody overtakes the head for a free slot
+                continue
+            self._start(slot, req, plan)
+        kept.extend(self.waiting)
+        self.waiting = kept
+
+    def _start(self, slot: Slot, req: Request, plan: Plan) -> None:
+        prompt = req.prompt_tokens
+        if len(prompt) >= self.n_ctx_slot and not req.options.embedding:
+            if not req.options.truncate_prompt:
+                req.status = Status.FAILED
+                req.error = f"the prompt ({len(prompt)} tokens) does not fit the context ({self.n_ctx_slot})"
+                plan.finished.append(req)
+                return
+            prompt = truncate_prompt(prompt, self.n_ctx_slot, req.options.n_keep)
+            req.truncated = True
+        keep = 0
+        if req.options.cache_prompt and not req.options.embedding:
+            keep = min(common_prefix(slot.cache_tokens, prompt), len(prompt) - 1)
+        plan.kv_ops.append(("rm", slot.id, keep, -1))
+        slot.cache_tokens = slot.cache_tokens[:keep]
+        slot.pending = list(prompt[keep:])
+        slot.n_prompt = len(prompt)
+        slot.last_prompt = list(prompt)
+        slot.request = req
+        slot.t_start = time.perf_counter()
+        slot.t_prompt_done = 0.0
+        slot.n_prompt_evaluated = 0
+        slot.n_shifts = 0
+        req.slot_id = slot.id
+        req.n_cached = keep
+        req.status = Status.PROMPT
+        plan.admitted.append(req)
+
+    # --- planning ---------------------------------------------------------------------
+    def schedule(self) -> Plan:
+        plan = Plan()
+        self._admit(plan)
+        budget = self.n_batch
+        for slot in self.slots:
+            req = slot.request
+            if req is None or req.status is not Status.GENERATING or not slot.pending:
+                continue
+            if slot.n_past + 1 > self.n_ctx_slot and not self._shift(slot, plan):
+                plan.finished.append(self.finish(slot, Status.FINISHED_CONTEXT))
+                continue
+            plan.entries.append(PlanEntry(slot, slot.pending[:1], slot.n_past, True))
+            budget -= 1
+        if plan.entries and not self.cont_batching:
+            return plan
+        embedding_entries: list[PlanEntry] = []
+        for slot in self.slots:
+            req = slot.request
+            if req is None or req.status is not Status.PROMPT or budget <= 0:
+                continue
+            if req.options.embedding:
+                # pooled embeddings need the whole input in one batch, and a batch of its own
+                if len(slot.pending) <= self.n_batch and not plan.entries:
+                    if sum(len(e.tokens) for e in embedding_entries) + len(slot.pending) <= self.n_batch:
+                        embedding_entries.append(PlanEntry(slot, list(slot.pending), slot.n_past,
+                                                           True, all_outputs=True))
+                continue
+            if embedding_entries:
+                continue
+            n = min(len(slot.pending), budget)
+            plan.entries.append(PlanEntry(slot, slot.pending[:n], slot.n_past, n == len(slot.pending)))
+            budget -= n
+        if embedding_entries and not plan.entries:
+            plan.entries = embedding_entries
+            plan.embedding = True
+        return plan
+
+    def _shift(self, slot: Slot, plan: Plan) -> bool:
+        """Context shift: drop half of the tokens after n_keep, as the seed's server did."""
+        req = slot.request
+        if not self.context_shift:
+            return False
+        n_keep = slot.n_prompt if req.options.n_keep < 0 else req.options.n_keep
+        n_keep = min(n_keep, self.n_ctx_slot - 4)
+        n_discard = (slot.n_past - n_keep) // 2
+        if n_discard <= 0:
+            return False
+        plan.kv_ops.append(("shift", slot.id, n_keep, n_discard, slot.n_past))
+        slot.cache_tokens = slot.cache_tokens[:n_keep] + slot.cache_tokens[n_keep + n_discard:]
+        slot.n_shifts += 1
+        req.truncated = True
+        return True
+
+    # --- results ----------------------------------------------------------------------
+    def update(self, plan: Plan, sampled: dict[int, int]) -> list[tuple[Slot, int | None]]:
+        """Commit the decoded tokens; return (slot, token) for each entry that produced logits
+        (token None when the engine chose not to sample, e.g. n_predict 0 or embeddings)."""
+        out = []
+        now = time.perf_counter()
+        for entry in plan.entries:
+            slot = entry.slot
+            if slot.request is None:
+                continue
+            slot.cache_tokens.extend(entry.tokens)
+            del slot.pending[:len(entry.tokens)]
+            if slot.request.status is Status.PROMPT:
+                slot.n_prompt_evaluated += len(entry.tokens)
+            if entry.wants_logits:
+                if slot.request.status is Status.PROMPT:
+                    slot.t_prompt_done = now
+                out.append((slot, sampled.get(slot.id)))
+        return out
+
+    def accept(self, slot: Slot, token: int) -> None:
+        """The sampled token is kept: it is fed to the next batch."""
+        slot.pending = [token]
+        slot.request.status = Status.GENERATING
+        slot.request.n_generated += 1
+        slot.t_last = time.perf_counter()
+
+    def finish(self, slot: Slot, status: Status) -> Request:
+        req = slot.request
+        req.status = status
+        slot.request = None
+        slot.pending = []
+        slot.sampler = None
+        self._last_used[slot.id] = time.perf_counter()
+        return req
