@@ -1,0 +1,150 @@
+"""The one way from the engine's OS thread back to the HTTP side, and per-request mailboxes.
+
+The engine never blocks on a client. It appends events to a request's ``Mailbox`` and marks
+it; once per loop iteration it calls ``flush()``. Two bridges:
+
+- ``GeventBridge`` (the production server): marks are collected under a real lock and one
+  thread-safe ``async_`` watcher wakes the hub, which sets each marked mailbox's gevent
+  Event. A callback queued behind those wake-ups tells the engine that the greenlets have
+  had their turn, so their JSON and socket work happens between decodes instead of
+  competing with libllama's busy-waiting threads for the CPU.
+- ``ThreadBridge`` (``flask run``, tests without gevent): plain threading Events.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+
+__all__ = ["Mailbox", "GeventBridge", "ThreadBridge", "make_bridge", "RealSignal",
+           "start_real_thread"]
+
+
+def _original(module: str, name: str):
+    try:
+        from gevent import monkey
+        return monkey.get_original(module, name)
+    except ImportError:
+        import importlib
+        return getattr(importlib.import_module(module), name)
+
+
+_allocate_lock = _original("_thread", "allocate_lock")
+_start_new_thread = _original("_thread", "start_new_thread")
+
+
+def start_real_thread(fn) -> None:
+    """Start fn on an OS thread even when gevent has patched threading."""
+    _start_new_thread(fn, ())
+
+
+class RealSignal:
+    """An auto-reset event on a real OS lock: set() wakes one wait(); extra sets coalesce."""
+
+    def __init__(self):
+        self._lock = _allocate_lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:   # already set
+            pass
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(True, max(0.0, timeout))
+
+
+class Mailbox:
+    """Events for one request. put() never blocks; get() drains everything queued."""
+
+    def __init__(self, bridge):
+        self._items: collections.deque = collections.deque()
+        self._bridge = bridge
+        self._event = bridge.new_event()
+        self.closed = False
+
+    def put(self, item) -> None:
+        self._items.append(item)
+        self._bridge.mark(self)
+
+    def get(self, timeout: float | None = None) -> list:
+        """All pending events, waiting up to timeout for the first; [] on timeout."""
+        while True:
+            self._event.clear()
+            if self._items:
+                out = []
+                while self._items:
+                    out.append(self._items.popleft())
+                return out
+            if not self._event.wait(timeout):
+                return []
+
+    def wake(self) -> None:
+        self._event.set()
+
+
+class ThreadBridge:
+    def new_event(self):
+        return threading.Event()
+
+    def mark(self, mailbox: Mailbox) -> None:
+        mailbox.wake()
+
+    def flush(self) -> None:
+        pass
+
+    def wait_drained(self, timeout: float) -> None:
+        pass
+
+
+class GeventBridge:
+    def __init__(self):
+        import gevent
+        import gevent.event
+        self._event_cls = gevent.event.Event
+        self._hub = gevent.get_hub()
+        self._lock = _allocate_lock()
+        self._dirty: list[Mailbox] = []
+        self._watcher = self._hub.loop.async_()
+        self._watcher.start(self._on_wake)
+        self._drained = RealSignal()
+        self._waiting_drain = False
+
+    def new_event(self):
+        return self._event_cls()
+
+    def mark(self, mailbox: Mailbox) -> None:
+        with self._lock:
+            self._dirty.append(mailbox)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending = bool(self._dirty)
+            self._waiting_drain = pending
+        if pending:
+            self._watcher.send()
+
+    def wait_drained(self, timeout: float) -> None:
+        """Give the greenlets woken by flush() their turn before the next decode."""
+        if self._waiting_drain:
+            self._drained.wait(timeout)
+
+    def _on_wake(self) -> None:   # runs in the hub
+        with self._lock:
+            dirty, self._dirty = self._dirty, []
+        for mailbox in dirty:
+            mailbox.wake()
+        self._hub.loop.run_callback(self._drained.set)
+
+
+def make_bridge():
+    """GeventBridge when gevent has patched this process, else ThreadBridge."""
+    try:
+        from gevent import monkey
+        if monkey.is_module_patched("threading"):
+            return GeventBridge()
+    except ImportError:
+        pass
+    return ThreadBridge()
