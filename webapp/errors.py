@@ -1,0 +1,77 @@
+"""One error shape for every route: OpenAI's {"error": {"code", "message", "type"}}."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+__all__ = ["ApiError", "BadRequest", "error_body", "register_error_handlers", "STATUS_OF_TYPE"]
+
+logger = logging.getLogger(__name__)
+
+STATUS_OF_TYPE = {
+    "invalid_request_error": 400,
+    "exceed_context_size_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "server_error": 500,
+    "not_supported_error": 501,
+    "unavailable_error": 503,
+}
+_TYPE_OF_STATUS = {400: "invalid_request_error", 401: "authentication_error",
+                   403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+                   413: "invalid_request_error", 415: "invalid_request_error",
+                   501: "not_supported_error", 503: "unavailable_error"}
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, type_: str = "invalid_request_error", status: int | None = None,
+                 headers: dict | None = None, **extra):
+        super().__init__(message)
+        self.message = message
+        self.type = type_
+        self.status = status or STATUS_OF_TYPE.get(type_, 500)
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict:
+        return error_body(self.message, self.type, self.status, **self.extra)
+
+
+class BadRequest(ApiError):
+    def __init__(self, message: str, **extra):
+        super().__init__(message, "invalid_request_error", 400, **extra)
+
+
+def error_body(message: str, type_: str, status: int, **extra) -> dict:
+    err = {"code": status, "message": message, "type": type_}
+    err.update(extra)
+    return {"error": err}
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        response = jsonify(exc.body())
+        response.status_code = exc.status
+        for key, value in exc.headers.items():
+            response.headers[key] = value
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        type_ = _TYPE_OF_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        message = "File Not Found" if status == 404 else (exc.description or exc.name)
+        response = jsonify(error_body(message, type_, status))
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("unhandled error")
+        response = jsonify(error_body(f"internal server error: {type(exc).__name__}", "server_error", 500))
+        response.status_code = 500
+        return response

