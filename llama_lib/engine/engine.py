@@ -170,6 +170,8 @@ class Engine:
         for req in plan.finished:
             self._texts.pop(req.slot_id, None)
             self._finish_event(req, None)
+        for slot in plan.context_full:
+            self._finish(slot, Status.FINISHED_CONTEXT)
 
     def _apply_kv_ops(self, plan: Plan) -> None:
         for op in plan.kv_ops:

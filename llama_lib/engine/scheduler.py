@@ -40,7 +40,8 @@ class Plan:
     entries: list[PlanEntry] = field(default_factory=list)
     kv_ops: list[tuple] = field(default_factory=list)   # ("rm", seq, p0, p1) | ("shift", seq, keep, discard, n_past)
     admitted: list[Request] = field(default_factory=list)
-    finished: list[Request] = field(default_factory=list)
+    finished: list[Request] = field(default_factory=list)    # failed at admission
+    context_full: list[Slot] = field(default_factory=list)   # out of room, no shift: the engine ends them
     embedding: bool = False
 
     @property
@@ -160,7 +161,7 @@ class Scheduler:
             if req is None or req.status is not Status.GENERATING or not slot.pending:
                 continue
             if slot.n_past + 1 > self.n_ctx_slot and not self._shift(slot, plan):
-                plan.finished.append(self.finish(slot, Status.FINISHED_CONTEXT))
+                plan.context_full.append(slot)
                 continue
             plan.entries.append(PlanEntry(slot, slot.pending[:1], slot.n_past, True))
             budget -= 1
