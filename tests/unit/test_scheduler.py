@@ -1,0 +1,200 @@
+"""The scheduler as a state machine, fed fake sampled tokens; no model involved."""
+from __future__ import annotations
+
+import pytest
+
+from llama_lib.engine import GenerationOptions, Request, Scheduler, Status
+from llama_lib.engine.scheduler import QueueFull, truncate_prompt
+
+
+def req(tokens, **opts) -> Request:
+    return Request(prompt_tokens=list(tokens), options=GenerationOptions(**opts))
+
+
+def run_step(sched: Scheduler, token: int = 7):
+    """One schedule/update round where every entry that wants logits samples `token`."""
+    plan = sched.schedule()
+    sampled = {e.slot.id: token for e in plan.entries if e.wants_logits}
+    results = sched.update(plan, sampled)
+    for slot, tok in results:
+        if tok is not None:
+            sched.accept(slot, tok)
+    return plan, results
+
+
+def test_a_request_is_admitted_and_its_prompt_evaluated_in_one_batch():
+    s = Scheduler(n_slots=2, n_ctx_slot=64, n_batch=16)
+    r = req(range(10))
+    s.add(r)
+    plan, results = run_step(s)
+    assert plan.admitted == [r]
+    assert [len(e.tokens) for e in plan.entries] == [10]
+    assert plan.entries[0].wants_logits and plan.entries[0].first_pos == 0
+    assert r.status is Status.GENERATING and r.n_generated == 1
+    assert results[0][0].cache_tokens == list(range(10))
+
+
+def test_long_prompts_are_chunked_by_the_batch_budget():
+    s = Scheduler(n_slots=1, n_ctx_slot=256, n_batch=16)
+    s.add(req(range(40)))
+    sizes = []
+    for _ in range(3):
+        plan, _ = run_step(s)
+        sizes.append([(len(e.tokens), e.wants_logits, e.first_pos) for e in plan.entries])
+    assert sizes == [[(16, False, 0)], [(16, False, 16)], [(8, True, 32)]]
+
+
+def test_generating_slots_get_one_token_each_before_prompt_chunks():
+    s = Scheduler(n_slots=2, n_ctx_slot=256, n_batch=16)
+    s.add(req(range(4)))
+    run_step(s)                       # slot 0 now generating
+    s.add(req(range(100, 130)))
+    plan, _ = run_step(s)
+    kinds = [(e.slot.id, len(e.tokens)) for e in plan.entries]
+    assert kinds[0] == (0, 1)         # the decode token comes first
+    assert kinds[1] == (1, 15)        # then the new prompt fills the rest of the budget
+
+
+def test_without_continuous_batching_prompts_wait_for_generation_to_end():
+    s = Scheduler(n_slots=2, n_ctx_slot=256, n_batch=16, cont_batching=False)
+    s.add(req(range(4)))
+    run_step(s)
+    s.add(req(range(10)))
+    plan, _ = run_step(s)
+    assert [len(e.tokens) for e in plan.entries] == [1]
+
+
+def test_requests_beyond_free_slots_wait_in_fifo_order():
+    s = Scheduler(n_slots=2, n_ctx_slot=64, n_batch=64)
+    reqs = [req([i, i + 1]) for i in range(0, 8, 2)]
+    for r in reqs:
+        s.add(r)
+    plan = s.schedule()
+    assert plan.admitted == reqs[:2]
+    assert list(s.waiting) == reqs[2:]
+    s.update(plan, {})
+    s.finish(s.slots[reqs[1].slot_id], Status.FINISHED_EOS)
+    plan = s.schedule()
+    assert plan.admitted == [reqs[2]]
+
+
+def test_the_longest_common_prefix_picks_the_slot_and_is_reused():
+    s = Scheduler(n_slots=3, n_ctx_slot=64, n_batch=64)
+    s.slots[2].cache_tokens = [1, 2, 3, 4, 5, 6]
+    s.slots[1].cache_tokens = [1, 2, 9]
+    r = req([1, 2, 3, 4, 5, 6, 7, 8], cache_prompt=True)
+    s.add(r)
+    plan = s.schedule()
+    assert r.slot_id == 2 and r.n_cached == 6
+    assert plan.kv_ops == [("rm", 2, 6, -1)]
+    assert plan.entries[0].tokens == [7, 8] and plan.entries[0].first_pos == 6
+
+
+def test_an_identical_prompt_still_evaluates_its_last_token():
+    s = Scheduler(n_slots=1, n_ctx_slot=64, n_batch=64)
+    s.slots[0].cache_tokens = [1, 2, 3]
+    r = req([1, 2, 3])
+    s.add(r)
+    plan = s.schedule()
+    assert r.n_cached == 2 and plan.entries[0].tokens == [3]
+
+
+def test_cache_prompt_false_clears_the_slot():
+    s = Scheduler(n_slots=1, n_ctx_slot=64, n_batch=64)
+    s.slots[0].cache_tokens = [1, 2, 3]
+    s.add(req([1, 2, 3, 4], cache_prompt=False))
+    plan = s.schedule()
+    assert plan.kv_ops == [("rm", 0, 0, -1)] and plan.entries[0].tokens == [1, 2, 3, 4]
+
+
+def test_id_slot_pins_a_slot_and_others_may_overtake_it():
+    s = Scheduler(n_slots=2, n_ctx_slot=64, n_batch=64)
+    busy = req([1], id_slot=0)
+    s.add(busy)
+    run_step(s)
+    pinned = req([2], id_slot=0)
+    free = req([3])
+    s.add(pinned)
+    s.add(free)
+    plan = s.schedule()
+    assert plan.admitted == [free] and free.slot_id == 1
+    assert list(s.waiting) == [pinned]
+
+
+def test_context_shift_discards_half_after_n_keep():
+    s = Scheduler(n_slots=1, n_ctx_slot=16, n_batch=16)
+    r = req(range(10), n_keep=4)
+    s.add(r)
+    for _ in range(7):
+        run_step(s)
+    slot = s.slots[0]
+    assert slot.n_past == 16 and slot.pending
+    plan, _ = run_step(s)
+    assert ("shift", 0, 4, 6, 16) in plan.kv_ops
+    assert r.truncated and slot.n_past == 11
+    assert slot.cache_tokens[:4] == [0, 1, 2, 3]
+
+
+def test_a_full_context_without_shift_ends_the_request():
+    s = Scheduler(n_slots=1, n_ctx_slot=12, n_batch=16, context_shift=False)
+    s.add(req(range(10)))
+    ended = None
+    for _ in range(5):
+        plan, _ = run_step(s)
+        if plan.context_full:
+            ended = plan.context_full
+            break
+    assert ended and ended[0].n_past == 12
+
+
+def test_a_prompt_longer_than_the_context_is_truncated_like_the_seed():
+    # n_left 28, blocks of 14: (100 - 4 - 14) // 14 = 5 blocks (70 tokens) go
+    assert truncate_prompt(list(range(100)), n_ctx=32, n_keep=4) == [0, 1, 2, 3] + list(range(74, 100))
+    s = Scheduler(n_slots=1, n_ctx_slot=32, n_batch=64)
+    r = req(range(100), n_keep=4)
+    s.add(r)
+    plan = s.schedule()
+    assert r.truncated and len(plan.entries[0].tokens) < 32
+
+
+def test_a_prompt_that_must_not_be_truncated_fails_at_admission():
+    s = Scheduler(n_slots=1, n_ctx_slot=32, n_batch=64)
+    r = req(range(40), truncate_prompt=False)
+    s.add(r)
+    plan = s.schedule()
+    assert plan.finished == [r] and r.status is Status.FAILED and "does not fit" in r.error
+    assert s.slots[0].idle
+
+
+def test_abort_removes_waiting_and_running_requests():
+    s = Scheduler(n_slots=1, n_ctx_slot=64, n_batch=64)
+    running, waiting = req([1, 2]), req([3, 4])
+    s.add(running)
+    s.add(waiting)
+    run_step(s)
+    assert s.abort(waiting.id) is waiting and waiting.status is Status.ABORTED
+    assert s.abort(running.id) is running and running.status is Status.ABORTED
+    assert s.slots[0].idle and s.slots[0].cache_tokens == [1, 2]
+    assert s.abort(12345) is None
+
+
+def test_the_queue_limit_refuses_extra_requests():
+    s = Scheduler(n_slots=1, n_ctx_slot=64, n_batch=64, max_queue=1)
+    s.add(req([1]))
+    with pytest.raises(QueueFull):
+        s.add(req([2]))
+
+
+def test_embedding_requests_get_a_batch_of_their_own_with_every_output():
+    s = Scheduler(n_slots=3, n_ctx_slot=64, n_batch=64)
+    s.add(req([1, 2, 3]))
+    run_step(s)
+    s.add(req([4, 5], embedding=True))
+    s.add(req([6, 7, 8], embedding=True))
+    plan = s.schedule()
+    assert not plan.embedding and len(plan.entries) == 1   # the generating slot first
+    s.finish(s.slots[0], Status.FINISHED_EOS)
+    s.update(plan, {})
+    plan = s.schedule()
+    assert plan.embedding and [e.tokens for e in plan.entries] == [[4, 5], [6, 7, 8]]
+    assert all(e.all_outputs for e in plan.entries)
