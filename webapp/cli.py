@@ -80,8 +80,8 @@ def parse_settings(argv=None, environ=None) -> Settings:
         if flag.dest in given:
             values[flag.dest] = given[flag.dest]
             explicit.add(flag.dest)
-            continue
-        if flag.dest in values:
+    for flag in FLAGS:       # the environment, for what the command line left unset
+        if flag.dest in explicit:
             continue
         try:
             env_value = _from_env(flag, environ)
@@ -90,7 +90,8 @@ def parse_settings(argv=None, environ=None) -> Settings:
         if env_value is not None:
             values[flag.dest] = env_value
             explicit.add(flag.dest)
-        else:
+    for flag in FLAGS:       # defaults: the first row of a destination gives it
+        if flag.dest not in values:
             values[flag.dest] = list(flag.default) if isinstance(flag.default, list) else flag.default
     planned = [f for f in FLAGS if f.planned and f.dest in explicit
                and values[f.dest] != f.default]
