@@ -1,0 +1,1 @@
+"""Benchmarks: load generator, raw decode ceiling, sampler and structured-output timings."""
