@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from flask import request
+from flask import current_app, request
 
 from llama_lib.engine import FinalEvent, GenerationOptions, QueueFull, Request, Status, TokenEvent
 from sampling import ParamError, parse_sampling_params
@@ -17,7 +17,7 @@ from sampling import ParamError, parse_sampling_params
 from .errors import ApiError, BadRequest
 
 __all__ = ["json_body", "tokenize_prompt", "parse_options", "sampling_for", "start",
-           "stream_events", "collect", "Collected", "probs_seed_format", "WAIT_SLICE"]
+           "stream_events", "collect", "Collected", "probs_seed_format", "WAIT_SLICE", "call_engine"]
 
 WAIT_SLICE = 5.0   # seconds a waiting greenlet sleeps between checks of its request
 
@@ -174,9 +174,16 @@ def _resolve_logit_bias(params, vocab):
     return params.with_(logit_bias=tuple(out))
 
 
-def start(engine, tokens: list[int], options: GenerationOptions, params) -> Request:
+def start(engine, tokens: list[int], options: GenerationOptions, params, *,
+          system_prompt: bool = True) -> Request:
+    """Submit one request. The server-wide system prompt goes in front of generation
+    prompts (webapp/system_prompt.py); routes whose prompts must stay exactly as given
+    (e.g. infill's fill-in-the-middle layout) pass ``system_prompt=False``."""
     if not tokens:
         raise BadRequest("the prompt is empty")
+    state = current_app.extensions.get("llama")
+    if system_prompt and not options.embedding and state is not None:
+        tokens, options = state.system.apply(engine.vocab, tokens, options)
     if options.id_slot >= engine.config.n_slots:
         raise BadRequest(f"'id_slot' {options.id_slot} does not exist (slots: {engine.config.n_slots})")
     try:
@@ -184,6 +191,20 @@ def start(engine, tokens: list[int], options: GenerationOptions, params) -> Requ
     except QueueFull:
         raise ApiError("the server is busy: the request queue is full", "unavailable_error", 503,
                        headers={"Retry-After": "1"}) from None
+
+
+def call_engine(engine, fn, timeout: float = 10.0):
+    """Run fn(engine) on the engine thread between decodes and return its result (or raise
+    its exception); 503 if the engine does not get to it within timeout seconds."""
+    box = engine.call(fn)
+    items = box.get(timeout)
+    if not items:
+        raise ApiError("the engine is not answering; try again later", "unavailable_error", 503,
+                       headers={"Retry-After": "1"})
+    kind, value = items[0]
+    if kind == "error":
+        raise value
+    return value
 
 
 def stream_events(engine, req: Request):

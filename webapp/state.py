@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 from .errors import ApiError
 
-__all__ = ["ServerState", "build_engine", "sampling_defaults"]
+__all__ = ["ServerState", "build_engine", "sampling_defaults", "check_startup_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,23 @@ class ServerState:
         self.defaults = sampling_defaults(settings)
         self.model_alias = settings.alias
         self.lock = threading.Lock()
-        self.chat_template = None
+        self.created = int(time.time())
+        check_startup_settings(settings)
+        self.chat_template = _chat_template_for(settings, engine) if engine is not None else None
         # The bridge must be made here, on the thread whose hub serves HTTP: the model
         # loads on another OS thread, which would otherwise get a hub of its own.
         from llama_lib.engine.bridge import make_bridge
         self.bridge = engine.bridge if engine is not None else make_bridge()
+        from .metrics import EngineObserver
+        from .system_prompt import SystemPrompt, SystemPromptError, load_file
+        self.observer = EngineObserver()
+        try:
+            spec = load_file(settings.system_prompt_file) if settings.system_prompt_file else None
+        except SystemPromptError as exc:
+            raise SystemExit(f"error: --system-prompt-file: {exc}") from None
+        self.system = SystemPrompt(spec)
+        if engine is not None:
+            self._wire(engine)
 
     def ready_engine(self):
         if self.status == LOADING:
@@ -72,6 +85,8 @@ class ServerState:
         """Build the engine (called on a real thread by the production server)."""
         try:
             engine = build_engine(self.settings, self.bridge)
+            self.chat_template = _chat_template_for(self.settings, engine)
+            self._wire(engine)
         except Exception as exc:   # reported through /health; the process keeps serving it
             logger.error("model load failed: %s", exc)
             self.error = str(exc)
@@ -81,8 +96,63 @@ class ServerState:
         self.status = READY
 
     def attach(self, engine) -> None:
+        self.chat_template = _chat_template_for(self.settings, engine)
+        self._wire(engine)
         self.engine = engine
         self.status = READY
+
+    def _wire(self, engine) -> None:
+        """Metrics hooks and the system prompt, before any request can reach the engine."""
+        self.observer.bind(engine)
+        self.system.activate(engine)
+
+    # the seed's /props fields of the system prompt (webapp/system_prompt.py)
+    @property
+    def system_prompt(self) -> str:
+        return self.system.prompt
+
+    @property
+    def user_name(self) -> str:
+        return self.system.user_name
+
+    @property
+    def assistant_name(self) -> str:
+        return self.system.assistant_name
+
+    def chat_template_source(self) -> str:
+        """The Jinja source of the chat template in use ("" until the model is loaded)."""
+        return self.chat_template.source if self.chat_template is not None else ""
+
+
+def check_startup_settings(settings) -> None:
+    """Flags that can be judged before the model loads; a bad one stops startup with a
+    clear message instead of surfacing on the first request."""
+    from .chat_template import ChatTemplate, ChatTemplateError, resolve_template
+    if settings.chat_template or settings.chat_template_file:
+        try:
+            ChatTemplate(resolve_template(settings.chat_template, settings.chat_template_file, None))
+        except ChatTemplateError as exc:
+            which = "--chat-template-file" if settings.chat_template_file else "--chat-template"
+            raise SystemExit(f"error: {which}: {exc}") from None
+    if settings.pooling == "rank":
+        raise SystemExit("error: --pooling rank is for reranking, which is not supported yet")
+
+
+def _chat_template_for(settings, engine):
+    """Compile the chat template once: the flags', else the model's, else chatml. A model
+    template that does not compile is logged and replaced by chatml (the flags were checked
+    at startup)."""
+    from .chat_template import BUILTIN_TEMPLATES, ChatTemplate, ChatTemplateError, resolve_template
+    vocab = engine.vocab
+    bos = vocab.text(vocab.bos) if vocab.bos >= 0 else ""
+    eos = vocab.text(vocab.eos) if vocab.eos >= 0 else ""
+    source = resolve_template(settings.chat_template, settings.chat_template_file,
+                              engine.model.chat_template())
+    try:
+        return ChatTemplate(source, bos, eos)
+    except ChatTemplateError as exc:
+        logger.warning("the model's chat template does not compile (%s); using chatml", exc)
+        return ChatTemplate(BUILTIN_TEMPLATES["chatml"], bos, eos)
 
 
 def build_engine(settings, bridge=None):
@@ -102,8 +172,9 @@ def build_engine(settings, bridge=None):
     freq_scale = settings.rope_freq_scale
     if settings.rope_scale > 0:
         freq_scale = 1.0 / settings.rope_scale
+    n_batch, kv_unified = _embedding_layout(settings, n_parallel)
     ctx = llama_lib.Context(model, llama_lib.ContextParams(
-        n_ctx=n_ctx, n_batch=settings.batch_size, n_ubatch=settings.ubatch_size,
+        n_ctx=n_ctx, n_batch=n_batch, n_ubatch=settings.ubatch_size,
         n_seq_max=n_parallel, n_threads=threads, n_threads_batch=threads_batch,
         embeddings=False, pooling=settings.pooling or "unspecified",
         flash_attn=settings.flash_attn, type_k=settings.cache_type_k, type_v=settings.cache_type_v,
@@ -112,9 +183,9 @@ def build_engine(settings, bridge=None):
         yarn_attn_factor=settings.yarn_attn_factor, yarn_beta_fast=settings.yarn_beta_fast,
         yarn_beta_slow=settings.yarn_beta_slow, yarn_orig_ctx=settings.yarn_orig_ctx,
         defrag_thold=settings.defrag_thold, offload_kqv=settings.kv_offload,
-        kv_unified=settings.kv_unified))
+        kv_unified=kv_unified))
     engine = Engine(model, ctx, EngineConfig(
-        n_slots=n_parallel, n_batch=settings.batch_size, cont_batching=settings.cont_batching,
+        n_slots=n_parallel, n_batch=n_batch, cont_batching=settings.cont_batching,
         context_shift=settings.context_shift, max_queue=settings.max_queue,
         n_predict=settings.n_predict, special=settings.special), bridge=bridge)
     _warmup(engine)
@@ -122,6 +193,25 @@ def build_engine(settings, bridge=None):
     logger.info("model loaded: %s (%s), n_ctx %d over %d slot(s), %d threads",
                 settings.model, model.description(), ctx.n_ctx, n_parallel, threads)
     return engine
+
+
+def _embedding_layout(settings, n_parallel: int) -> tuple[int, bool]:
+    """(n_batch, kv_unified) for the context.
+
+    Pooled embeddings (--embeddings) need each input inside one physical batch, so, as
+    llama-server does, n_batch is lowered to n_ubatch. With several slots the KV cache is
+    made unified: libllama splits a batch over per-slot KV streams in equal-length slices,
+    which would cut inputs of different lengths apart and pool each slice on its own (a
+    batch of several inputs would not give the vectors each gives alone)."""
+    if not settings.embeddings:
+        return settings.batch_size, settings.kv_unified
+    n_batch = settings.batch_size
+    if n_batch > settings.ubatch_size:
+        logger.info("embeddings: n_batch lowered from %d to n_ubatch %d", n_batch, settings.ubatch_size)
+        n_batch = settings.ubatch_size
+    if n_parallel > 1 and not settings.kv_unified:
+        logger.info("embeddings: the %d slots share one unified KV cache", n_parallel)
+    return n_batch, settings.kv_unified or n_parallel > 1
 
 
 def _warmup(engine) -> None:

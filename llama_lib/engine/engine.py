@@ -75,6 +75,7 @@ class Engine:
         self.n_waiting = 0                # read by /health and /metrics from other threads
         self.n_processing = 0
         self.n_decode_steps = 0
+        self.n_busy_slot_steps = 0        # sum over decodes of the slots in the batch (/metrics)
 
     # --- thread-safe API (any thread) --------------------------------------------------
     def submit(self, req: Request) -> Request:
@@ -207,6 +208,7 @@ class Engine:
             self._fail_plan(plan, exc)
             return
         self.n_decode_steps += 1
+        self.n_busy_slot_steps += len(plan.entries)
         sampled: dict[int, int] = {}
         embeddings: dict[int, list] = {}
         for entry in plan.entries:
@@ -344,6 +346,49 @@ class Engine:
     def _publish_counts(self) -> None:
         self.n_waiting = len(self.scheduler.waiting)
         self.n_processing = self.scheduler.n_processing
+
+    # --- control tasks (engine thread, via call()) -------------------------------------
+    def share_prefix(self, tokens: list[int]) -> int:
+        """Make ``tokens`` (the system prompt) the prefix every request keeps, evaluate it
+        once, and give it to every idle slot; returns the number of slots seeded.
+
+        All but the last token go into one idle slot's sequence, which is copied to the
+        other idle slots (``seq_cp``; across per-slot KV streams libllama copies the whole
+        stream, applied at the next decode). The last token is then decoded into every
+        seeded slot in one batch, which also applies those pending copies before anything
+        (e.g. a slot save) can read them. Busy slots keep their cache; their next request
+        finds the prefix through ordinary prefix caching."""
+        self.scheduler.shared_prefix = list(tokens)
+        idle = [s for s in self.scheduler.slots if s.idle]
+        if not tokens or not idle:
+            return 0
+        if self._embedding_mode:
+            self.ctx.set_embeddings(False)
+            self._embedding_mode = False
+        for slot in idle:
+            self.ctx.seq_rm(slot.id, -1, -1)
+            slot.cache_tokens = []
+        src, head, last = idle[0], tokens[:-1], tokens[-1]
+        batch, step = self._batch, self.scheduler.n_batch
+        try:
+            for i in range(0, len(head), step):
+                batch.clear()
+                batch.add(head[i:i + step], i, src.id, False)
+                self.ctx.decode(batch)
+            if head:
+                for slot in idle[1:]:
+                    self.ctx.seq_cp(src.id, slot.id, -1, -1)
+            batch.clear()
+            for slot in idle:
+                batch.add([last], len(head), slot.id, False)
+            self.ctx.decode(batch)
+        except LlamaError:
+            for slot in idle:
+                self.ctx.seq_rm(slot.id, -1, -1)
+            raise
+        for slot in idle:
+            slot.cache_tokens = list(tokens)
+        return len(idle)
 
     # --- introspection (engine thread via call(), or racy reads for /health) -----------
     def slot_states(self) -> list[dict]:

@@ -69,6 +69,7 @@ class Scheduler:
         self.max_queue = max_queue
         self.waiting: collections.deque[Request] = collections.deque()
         self._last_used = [0.0] * n_slots
+        self.shared_prefix: list[int] = []   # the system prompt: kept even without cache_prompt
 
     # --- queue ------------------------------------------------------------------------
     def add(self, req: Request) -> None:
@@ -136,6 +137,8 @@ class Scheduler:
         keep = 0
         if req.options.cache_prompt and not req.options.embedding:
             keep = min(common_prefix(slot.cache_tokens, prompt), len(prompt) - 1)
+        elif self.shared_prefix and not req.options.embedding:
+            keep = min(common_prefix(slot.cache_tokens, prompt), len(self.shared_prefix), len(prompt) - 1)
         plan.kv_ops.append(("rm", slot.id, keep, -1))
         slot.cache_tokens = slot.cache_tokens[:keep]
         slot.pending = list(prompt[keep:])

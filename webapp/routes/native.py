@@ -9,6 +9,8 @@ from ..completion import (collect, json_body, parse_options, probs_seed_format, 
                           sampling_for, start, stream_events, tokenize_prompt)
 from ..errors import ApiError, BadRequest, error_body
 from ..sse import sse_data
+from ..system_prompt import update_from_request
+from .slots import slot_snapshot
 
 __all__ = ["make_blueprint"]
 
@@ -27,7 +29,7 @@ def make_blueprint(state) -> Blueprint:
         idle = engine.config.n_slots - engine.n_processing
         body = {"status": "ok", "slots_idle": idle, "slots_processing": engine.n_processing}
         if "include_slots" in request.args:
-            body["slots"] = public_slots(state)
+            body["slots"] = slot_snapshot(state)
         if idle == 0 and request.args.get("fail_on_no_slot") not in (None, "", "0", "false"):
             body["status"] = "no slot available"
             return jsonify(body), 503
@@ -132,18 +134,6 @@ def generation_settings(state, engine, params, options) -> dict:
     return out
 
 
-def public_slots(state) -> list[dict]:
-    engine = state.engine
-    out = []
-    for s in engine.slot_states():
-        req = s.pop("request")
-        s.pop("last_prompt")
-        s["next_token"] = {"has_next_token": req is not None, "n_remain": -1,
-                           "n_decoded": s["n_decoded"]}
-        out.append(s)
-    return out
-
-
 def _prompts(body):
     """A single prompt, or several (a list of strings and/or token lists)."""
     prompt = body["prompt"]
@@ -177,6 +167,7 @@ def run_completion(state, engine, body):
     prompts, multiple = _prompts(body)
     options = parse_options(body, state.settings)
     params = sampling_for(body, state, engine.vocab)
+    update_from_request(state, engine, body)
     token_lists = [tokenize_prompt(engine.vocab, p) for p in prompts]
     if options.stream:
         if multiple:

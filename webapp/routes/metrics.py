@@ -1,0 +1,50 @@
+"""``GET /metrics``: Prometheus text exposition (with ``--metrics``).
+
+Each app has its own ``CollectorRegistry`` holding one collector (webapp/metrics.py) that
+takes its numbers from the engine thread at scrape time, plus the HTTP request counts that
+an app-wide after-request hook keeps, and the process collector (``process_*``).
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from ..completion import call_engine
+from ..errors import ApiError
+from ..metrics import HttpCounts, MetricsCollector
+
+__all__ = ["make_blueprint"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def make_blueprint(state) -> Blueprint:
+    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+    bp = Blueprint("metrics", __name__)
+    http = HttpCounts()
+    registry = CollectorRegistry(auto_describe=False)
+
+    def snapshot() -> dict:
+        engine = state.ready_engine()
+        observer = state.observer
+        return call_engine(engine, lambda e: observer.snapshot(e))
+
+    registry.register(MetricsCollector(snapshot, http))
+    registry.register(ProcessCollector(registry=None))
+
+    @bp.after_app_request
+    def _count(response):
+        rule = request.url_rule
+        http.add(rule.rule if rule is not None else "unmatched", response.status_code)
+        return response
+
+    @bp.get("/metrics")
+    def metrics():
+        if not state.settings.metrics:
+            raise ApiError("This server does not support metrics endpoint. Start it with `--metrics`",
+                           "not_supported_error", 501)
+        state.ready_engine()
+        body = generate_latest(registry)
+        return Response(body, content_type=CONTENT_TYPE)
+
+    return bp
