@@ -12,6 +12,7 @@ __all__ = ["create_app"]
 def create_app(settings=None, engine=None, state=None):
     from flask import Flask
 
+    from .auth import install_auth
     from .errors import register_error_handlers
     from .middleware import install_middleware
     from .routes import register_blueprints
@@ -33,6 +34,7 @@ def create_app(settings=None, engine=None, state=None):
     app.extensions["llama"] = state
     register_error_handlers(app)
     install_middleware(app, state)
+    install_auth(app, state)
     register_blueprints(app, state)
     return app
 

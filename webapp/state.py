@@ -16,7 +16,7 @@ __all__ = ["ServerState", "build_engine", "sampling_defaults", "check_startup_se
 
 logger = logging.getLogger(__name__)
 
-LOADING, READY, ERROR = "loading", "ok", "error"
+LOADING, READY, ERROR, STOPPING = "loading", "ok", "error", "stopping"
 
 
 def sampling_defaults(settings):
@@ -71,6 +71,8 @@ class ServerState:
     def ready_engine(self):
         if self.status == LOADING:
             raise ApiError("Loading model", "unavailable_error", 503)
+        if self.status == STOPPING:
+            raise ApiError("the server is shutting down", "unavailable_error", 503)
         if self.status == ERROR or self.engine is None:
             raise ApiError(f"Model failed to load: {self.error}", "server_error", 500)
         return self.engine

@@ -9,7 +9,8 @@ __all__ = ["register_blueprints", "FAMILIES"]
 logger = logging.getLogger(__name__)
 
 # module name -> factory(state) -> Blueprint. Families whose module is absent are skipped.
-FAMILIES = ["native", "openai", "embeddings", "slots", "metrics", "ui"]
+FAMILIES = ["native", "openai", "openai_chat", "openai_completions", "embeddings", "slots",
+            "metrics", "ui"]
 
 
 def register_blueprints(app, state) -> None:

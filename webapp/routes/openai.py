@@ -1,0 +1,306 @@
+"""OpenAI-compatible API: ``/v1/models``, and the machinery the chat and completion routes share.
+
+The routes themselves live in ``openai_chat.py`` (``/v1/chat/completions``) and
+``openai_completions.py`` (``/v1/completions``); both turn an OpenAI body into engine
+requests with :func:`submit_choices` and read their events back with :func:`open_stream`.
+
+Differences from the native ``/completion`` that are on purpose (as in llama-server):
+
+- A prompt that does not fit the slot's context is refused with 400
+  ``exceed_context_size_error`` (with ``n_prompt_tokens`` and ``n_ctx``) before anything is
+  generated or streamed; it is never truncated.
+- ``n`` choices are ``n`` engine requests, one slot each, so ``n`` may not exceed the slots.
+- Token log-probabilities come from the candidates the sampler kept, as the native
+  ``n_probs`` does. The engine is asked for the top 20 at least, so the chosen token's own
+  log-probability is known whenever it is among them (OpenAI's rule); otherwise it is
+  reported as -9999.0, OpenAI's value for "very unlikely".
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import uuid
+
+from flask import Blueprint, jsonify
+
+from llama_lib.engine import FinalEvent, FinishReason, Status
+from sampling.params import FIELDS
+
+from ..completion import parse_options, raise_for_failure, sampling_for, start, stream_events
+from ..errors import ApiError, BadRequest
+
+__all__ = ["make_blueprint", "submit_choices", "open_stream", "check_known_fields", "completion_id",
+           "response_model", "usage_of", "finish_reason", "token_logprobs", "MIN_PROBS",
+           "NATIVE_FIELDS", "fingerprint"]
+
+logger = logging.getLogger(__name__)
+
+MIN_PROBS = 20          # top candidates asked of the engine when log-probabilities are wanted
+MAX_TOP_LOGPROBS = 20
+UNLIKELY = -9999.0
+
+# llama.cpp-specific fields every OpenAI route also accepts (besides the sampling table).
+NATIVE_FIELDS = frozenset({"n_predict", "n_keep", "cache_prompt", "id_slot", "n_probs",
+                           "t_max_predict_ms", "grammar", "json_schema", "ignore_eos", "samplers"}
+                          | {key for _name, keys, _d, _p in FIELDS for key in keys})
+
+
+def make_blueprint(state) -> Blueprint:
+    bp = Blueprint("openai", __name__)
+
+    @bp.get("/v1/models")
+    @bp.get("/models")
+    def list_models():
+        engine = state.ready_engine()
+        return jsonify({"object": "list", "data": [model_card(state, engine)]})
+
+    @bp.get("/v1/models/<path:model>")
+    @bp.get("/models/<path:model>")
+    def get_model(model: str):
+        engine = state.ready_engine()
+        if model != state.model_id:
+            raise ApiError(f"The model '{model}' does not exist", "not_found_error", 404)
+        return jsonify(model_card(state, engine))
+
+    return bp
+
+
+def model_card(state, engine) -> dict:
+    model = engine.model
+    return {
+        "id": state.model_id,
+        "object": "model",
+        "created": state.created,
+        "owned_by": "llamacpp",
+        "meta": {
+            "n_ctx_train": model.n_ctx_train,
+            "n_params": model.n_params,
+            "size": model.size,
+            "n_vocab": engine.vocab.n_tokens,
+            "n_embd": model.n_embd,
+        },
+    }
+
+
+# --- request parsing ------------------------------------------------------------------------
+
+def check_known_fields(body: dict, known: frozenset, route: str) -> None:
+    """Unknown fields are ignored, as OpenAI clients send many; they are logged at debug."""
+    unknown = sorted(k for k in body if k not in known and k not in NATIVE_FIELDS)
+    if unknown and logger.isEnabledFor(logging.DEBUG):
+        logger.debug("%s: ignoring unknown fields: %s", route, ", ".join(unknown))
+
+
+def _count(body: dict, key: str, lo: int, hi: int | None = None) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not value.is_integer()):
+        raise BadRequest(f"'{key}' must be an integer")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        raise BadRequest(f"'{key}' must be between {lo} and {hi}" if hi is not None
+                         else f"'{key}' must be >= {lo}")
+    return value
+
+
+def parse_n(body: dict, engine, n_prompts: int = 1) -> int:
+    n = _count(body, "n", 1)
+    n = 1 if n is None else n
+    slots = engine.config.n_slots
+    if n > slots:
+        raise BadRequest(f"'n' is {n} but this server has {slots} slot{'s' if slots != 1 else ''} "
+                         f"(each choice takes one; start it with -np {n} or more)")
+    return n
+
+
+def parse_max_tokens(body: dict, *keys: str) -> int:
+    """n_predict (llama.cpp's own name) wins over the OpenAI names, first given first."""
+    for key in ("n_predict", *keys):
+        value = _count(body, key, -1 if key == "n_predict" else 0)
+        if value is not None:
+            return value
+    return -1
+
+
+def top_logprobs_of(body: dict, key: str = "top_logprobs") -> int:
+    return _count(body, key, 0, MAX_TOP_LOGPROBS) or 0
+
+
+@dataclasses.dataclass
+class Generation:
+    """What a route asks for besides the prompts."""
+    n: int = 1
+    n_predict: int = -1
+    logprobs: bool = False
+    stream: bool = False
+    json_schema: object = None
+
+
+def _seeded(params, j: int):
+    """Choice j of n: its own seed, derived from the request's when one was given."""
+    if params.seed < 0:
+        return params
+    seed = (params.seed & 0xFFFFFFFF) if j == 0 else (params.seed + j) & 0xFFFFFFFF
+    return params.with_(seed=seed)
+
+
+def submit_choices(state, engine, body: dict, token_lists: list[list[int]], gen: Generation) -> list:
+    """Validate and submit n requests per prompt (choice index = prompt * n + j)."""
+    native = dict(body)
+    native["n_predict"] = gen.n_predict
+    native.pop("n_probs", None)
+    native["stream"] = gen.stream
+    options = parse_options(native, state.settings)
+    n_probs = MIN_PROBS if gen.logprobs else 0
+    options = dataclasses.replace(options, n_probs=n_probs, truncate_prompt=False)
+    sampling_body = dict(body)
+    sampling_body["n_probs"] = n_probs
+    if gen.json_schema is not None:
+        if body.get("grammar") is not None or body.get("json_schema") is not None:
+            raise BadRequest("use either 'response_format' or 'grammar'/'json_schema', not both")
+        sampling_body["json_schema"] = gen.json_schema
+    params = sampling_for(sampling_body, state, engine.vocab)
+    for tokens in token_lists:
+        check_fits(engine, tokens)
+    requests = []
+    try:
+        for tokens in token_lists:
+            for j in range(gen.n):
+                requests.append(start(engine, tokens, options, _seeded(params, j)))
+    except BaseException:
+        for req in requests:
+            engine.abort(req.id)
+        raise
+    return requests
+
+
+def check_fits(engine, tokens: list[int]) -> None:
+    if not tokens:
+        raise BadRequest("the prompt is empty")
+    n_ctx = engine.n_ctx_slot
+    if len(tokens) >= n_ctx:
+        raise ApiError(f"the request exceeds the available context size: the prompt has "
+                       f"{len(tokens)} tokens, a slot holds {n_ctx}; shorten it or start the "
+                       f"server with a larger -c",
+                       "exceed_context_size_error", 400, n_prompt_tokens=len(tokens), n_ctx=n_ctx)
+
+
+# --- reading the results back --------------------------------------------------------------
+
+def _events_in_turn(engine, requests):
+    """(choice index, events) for each request in turn. Every request generates at once in
+    the engine; their events wait in their mailboxes until read. Closing the generator early
+    (client gone) aborts the requests not finished yet."""
+    unfinished = set(range(len(requests)))
+    try:
+        for i, req in enumerate(requests):
+            for events in stream_events(engine, req):
+                yield i, events
+            unfinished.discard(i)
+    finally:
+        for i in unfinished:
+            engine.abort(requests[i].id)
+
+
+def open_stream(engine, requests):
+    """(choice index, events) of every request, as a generator to close() when done.
+
+    It waits for the first events before returning, so that a request failing at once (the
+    queue full, the engine stopping) is answered with an HTTP error instead of a stream
+    that carries one."""
+    events = _events_in_turn(engine, requests)
+    try:
+        first = next(events)
+        for ev in first[1]:
+            if isinstance(ev, FinalEvent) and ev.status is Status.FAILED:
+                raise_for_failure(ev)
+    except BaseException:
+        events.close()
+        raise
+
+    def primed():
+        try:
+            yield first
+            yield from events
+        finally:
+            events.close()
+    return primed()
+
+
+def collect_choices(engine, requests) -> list[dict]:
+    """Non-streamed: for each choice, its text, token events and final event."""
+    out = [{"text": [], "tokens": [], "final": None} for _ in requests]
+    stream = open_stream(engine, requests)
+    try:
+        for i, events in stream:
+            choice = out[i]
+            for ev in events:
+                choice["text"].append(ev.text)
+                if isinstance(ev, FinalEvent):
+                    choice["final"] = ev
+                else:
+                    choice["tokens"].append(ev)
+    finally:
+        stream.close()
+    for choice in out:
+        raise_for_failure(choice["final"])
+        choice["text"] = "".join(choice["text"])
+    return out
+
+
+# --- response pieces -----------------------------------------------------------------------
+
+def completion_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def response_model(body: dict, state) -> str:
+    model = body.get("model")
+    return model if isinstance(model, str) and model else state.model_id
+
+
+def fingerprint() -> str:
+    from .native import _lib_version
+    return "b" + _lib_version()
+
+
+def finish_reason(final: FinalEvent) -> str:
+    return FinishReason.openai(final.status) or "stop"
+
+
+def usage_of(finals: list[FinalEvent], n: int) -> dict:
+    """Prompt tokens are counted once per prompt (each prompt's first choice), completion
+    tokens over every choice."""
+    firsts = finals[::n]
+    prompt = sum(f.n_prompt for f in firsts)
+    completion = sum(f.n_predicted for f in finals)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": sum(f.n_cached for f in firsts)}}
+
+
+def _logprob(p: float) -> float:
+    return math.log(p) if p > 0 else UNLIKELY
+
+
+def token_logprobs(vocab, token: int, probs, top_n: int) -> dict:
+    """One token in the chat shape: token, logprob, bytes and its top_logprobs."""
+    probs = probs or []
+    chosen = next((p for t, p in probs if t == token), None)
+    raw = vocab.piece(token)
+    return {
+        "token": raw.decode("utf-8", "replace"),
+        "logprob": _logprob(chosen) if chosen is not None else UNLIKELY,
+        "bytes": list(raw),
+        "top_logprobs": [{"token": vocab.piece(t).decode("utf-8", "replace"),
+                          "logprob": _logprob(p), "bytes": list(vocab.piece(t))}
+                         for t, p in probs[:top_n]],
+    }
