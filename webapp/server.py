@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 
 __all__ = ["serve"]
 
@@ -11,6 +12,7 @@ logger = logging.getLogger("webapp.server")
 
 def serve(settings) -> int:
     import gevent
+    import gevent.event
     from gevent.pool import Pool
     from gevent.pywsgi import WSGIHandler, WSGIServer
 
@@ -22,12 +24,20 @@ def serve(settings) -> int:
     state = ServerState(settings)
     app = create_app(settings, state=state)
     timeout = settings.timeout
+    in_flight = [0]      # requests being answered (idle keep-alive connections not counted)
 
     class Handler(WSGIHandler):
         def handle(self):
             if timeout and timeout > 0:
                 self.socket.settimeout(timeout)
             super().handle()
+
+        def handle_one_response(self):
+            in_flight[0] += 1
+            try:
+                return super().handle_one_response()
+            finally:
+                in_flight[0] -= 1
 
         def log_request(self):   # one structured line per request comes from the app
             pass
@@ -39,6 +49,7 @@ def serve(settings) -> int:
     logger.info("listening on http://%s:%d", settings.host, server.server_port)
     start_real_thread(state.load)
 
+    stopped = gevent.event.Event()
     stopping = {"done": False}
 
     def shutdown(signum=None, _frame=None):
@@ -46,21 +57,29 @@ def serve(settings) -> int:
             return
         stopping["done"] = True
         logger.info("shutting down (signal %s)", signum)
-        gevent.spawn(_graceful_stop, server, state)
+        gevent.spawn(_graceful_stop, server, state, in_flight).link(lambda _g: stopped.set())
 
     gevent.signal_handler(signal.SIGTERM, shutdown, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, shutdown, signal.SIGINT)
     try:
-        server.serve_forever()
+        stopped.wait()
     except KeyboardInterrupt:
         pass
+    logger.info("stopped")
     return 0
 
 
-def _graceful_stop(server, state) -> None:
-    """Stop accepting, end in-flight requests with a final error event, then exit."""
+def _graceful_stop(server, state, in_flight, drain_s: float = 5.0) -> None:
+    """Stop accepting; new requests on open connections get 503; the engine ends every
+    queued and running request with a final error event (streams get a last
+    ``data: {"error": ...}``, others a 503 error body); wait (bounded) until those answers
+    are written, then let serve() return."""
+    import gevent
     server.close()
+    state.status = "stopping"
     if state.engine is not None:
-        state.status = "stopping"
-        state.engine.stop(timeout=10)
-    server.stop(timeout=5)
+        # on a pool thread: the hub keeps delivering the engine's final events meanwhile
+        gevent.get_hub().threadpool.spawn(state.engine.stop, 10).get()
+    deadline = time.monotonic() + drain_s
+    while in_flight[0] and time.monotonic() < deadline:
+        gevent.sleep(0.02)

@@ -84,6 +84,11 @@ class Engine:
                 and self.scheduler.n_idle == 0:
             raise QueueFull()
         req.mailbox = Mailbox(self.bridge)
+        if not self._running:       # stopped (shutdown): answer at once instead of never
+            req.status, req.error = Status.ABORTED, "the server is shutting down"
+            req.mailbox.put(FinalEvent(Status.ABORTED, error=req.error, error_type="unavailable_error"))
+            self.bridge.flush()
+            return req
         self._inbox.append(("req", req))
         self._wake.set()
         return req

@@ -21,8 +21,9 @@ def make_blueprint(state) -> Blueprint:
     @bp.get("/health")
     @bp.get("/v1/health")
     def health():
-        if state.status == "loading":
-            return jsonify(error_body("Loading model", "unavailable_error", 503)), 503
+        if state.status in ("loading", "stopping"):
+            message = "Loading model" if state.status == "loading" else "the server is shutting down"
+            return jsonify(error_body(message, "unavailable_error", 503)), 503
         if state.status != "ok" or state.engine is None:
             return jsonify(error_body(f"Model failed to load: {state.error}", "server_error", 500)), 500
         engine = state.engine
