@@ -19,7 +19,27 @@ from .errors import ApiError, BadRequest
 __all__ = ["json_body", "tokenize_prompt", "parse_options", "sampling_for", "start",
            "stream_events", "collect", "Collected", "probs_seed_format", "WAIT_SLICE", "call_engine"]
 
-WAIT_SLICE = 5.0   # seconds a waiting greenlet sleeps between checks of its request
+WAIT_SLICE = 1.0   # seconds a waiting greenlet sleeps between checks of its client
+
+
+def client_gone() -> bool:
+    """True when the client of a non-streamed request has closed its connection.
+
+    The production server puts the connection's socket in the environ; a readable socket
+    whose peek returns no bytes has been closed by the peer. (A streamed response finds out
+    on its next write instead.)"""
+    sock = request.environ.get("llama.socket")
+    if sock is None:
+        return False
+    try:
+        import select
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        import socket as _socket
+        return sock.recv(1, _socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def json_body() -> dict:
@@ -207,13 +227,16 @@ def call_engine(engine, fn, timeout: float = 10.0):
     return value
 
 
-def stream_events(engine, req: Request):
-    """Yield lists of events as they come; abort the request if the consumer stops early."""
+def stream_events(engine, req: Request, watch_client: bool = False):
+    """Yield lists of events as they come; abort the request if the consumer stops early
+    (or, with watch_client, if the client closes its connection while we wait)."""
     done = False
     try:
         while not done:
             events = req.mailbox.get(WAIT_SLICE)
             if not events:
+                if watch_client and client_gone():
+                    return
                 continue
             for ev in events:
                 if isinstance(ev, FinalEvent):
@@ -235,7 +258,7 @@ class Collected:
 def collect(engine, req: Request) -> Collected:
     out = Collected()
     parts: list[str] = []
-    for events in stream_events(engine, req):
+    for events in stream_events(engine, req, watch_client=True):
         for ev in events:
             if isinstance(ev, TokenEvent):
                 parts.append(ev.text)

@@ -42,6 +42,11 @@ def serve(settings) -> int:
         def log_request(self):   # one structured line per request comes from the app
             pass
 
+        def get_environ(self):
+            env = super().get_environ()
+            env["llama.socket"] = self.socket   # lets a waiting request notice a client that left
+            return env
+
     spawn = Pool(settings.threads_http) if settings.threads_http and settings.threads_http > 0 else "default"
     server = WSGIServer((settings.host, settings.port), app, handler_class=Handler, spawn=spawn,
                         log=None, error_log=logging.getLogger("webapp.wsgi"))

@@ -112,7 +112,7 @@ def test_a_dropped_client_frees_its_slot(server_factory):
     next(it)
     assert srv.get("/health").json()["slots_processing"] == 1
     r.close()
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while time.time() < deadline and srv.get("/health").json()["slots_processing"] != 0:
         time.sleep(0.1)
     assert srv.get("/health").json() == {"status": "ok", "slots_idle": 2, "slots_processing": 0}
@@ -216,3 +216,22 @@ def test_bad_requests_get_an_openai_shaped_error(server, method, path, body, sta
     assert err["code"] == status and err["message"]
     assert err["type"] in ("invalid_request_error", "not_found_error")
     assert server.get("/health").json()["status"] == "ok"
+
+
+def test_a_client_that_leaves_a_non_streamed_request_frees_its_slot(server_factory):
+    import json
+    import socket
+    srv = server_factory("-np", "2", "-c", "2048")
+    body = json.dumps({"prompt": "Tell me a long story", "n_predict": 3000, "ignore_eos": True}).encode()
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    sock.sendall(b"POST /completion HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    deadline = time.time() + 10
+    while time.time() < deadline and srv.get("/health").json()["slots_processing"] != 1:
+        time.sleep(0.05)
+    assert srv.get("/health").json()["slots_processing"] == 1
+    sock.close()
+    deadline = time.time() + 30
+    while time.time() < deadline and srv.get("/health").json()["slots_processing"] != 0:
+        time.sleep(0.1)
+    assert srv.get("/health").json()["slots_processing"] == 0
