@@ -1,0 +1,167 @@
+"""Tiny GGUF files for tests, built with the ``gguf`` package (never downloaded).
+
+- ``copy_with_metadata(src, dst, overrides)``: the same model with some KV metadata added or
+  replaced (e.g. FIM token ids, a shorter training context); tensor bytes are copied as is.
+- ``fim_model(src, dst, ...)``: the default model with fill-in-the-middle token ids pointing
+  at existing special tokens, so ``/infill`` has something to work with.
+- ``lora_adapter(base, dst, ...)``: a LoRA adapter GGUF whose A/B matrices match the base
+  model's tensor shapes (llama.cpp's layout: ``<tensor>.lora_a`` has ggml shape
+  ``[n_in, rank]``, ``<tensor>.lora_b`` ``[rank, n_out]``).
+
+``gguf.GGUFReader`` builds one numpy object per vocabulary string (about 15 s for the default
+model on a busy 2-core machine), so the layout is read here with a small skipping parser
+(``read_layout``, well under a second); unchanged metadata is copied as raw bytes.
+"""
+from __future__ import annotations
+
+import mmap
+import shutil
+import struct
+
+import numpy as np
+
+import gguf
+from gguf import GGUFValueType as T
+
+__all__ = ["copy_with_metadata", "fim_model", "lora_adapter", "read_layout", "U32"]
+
+U32 = T.UINT32
+_SCALAR = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
+           T.FLOAT32: "f", T.BOOL: "?", T.UINT64: "Q", T.INT64: "q", T.FLOAT64: "d"}
+
+
+class Layout:
+    """Where things are in a little-endian GGUF v3 file."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            self._parse(buf)
+        finally:
+            buf.close()
+
+    def _parse(self, buf) -> None:
+        magic, self.version, n_tensors, n_kv = struct.unpack_from("<IIQQ", buf, 0)
+        if magic != gguf.GGUF_MAGIC:
+            raise ValueError("not a GGUF file")
+        pos = 24
+        self.kv: list[tuple[str, bytes, object]] = []    # (key, raw value bytes with type, value or None)
+        for _ in range(n_kv):
+            key, pos = self._string(buf, pos)
+            start = pos
+            vtype = T(struct.unpack_from("<I", buf, pos)[0])
+            pos, value = self._skip_value(buf, pos + 4, vtype)
+            self.kv.append((key, bytes(buf[start:pos]), value))
+        self.tensors: list[tuple[str, list[int], int, int]] = []   # (name, ggml dims, type, offset)
+        ti_start = pos
+        for _ in range(n_tensors):
+            name, pos = self._string(buf, pos)
+            (n_dims,) = struct.unpack_from("<I", buf, pos)
+            dims = list(struct.unpack_from(f"<{n_dims}Q", buf, pos + 4))
+            ttype, offset = struct.unpack_from("<IQ", buf, pos + 4 + 8 * n_dims)
+            pos += 4 + 8 * n_dims + 12
+            self.tensors.append((name, dims, ttype, offset))
+        self.tensor_info = bytes(buf[ti_start:pos])
+        values = {k: v for k, _, v in self.kv}
+        self.alignment = int(values.get("general.alignment") or gguf.GGUF_DEFAULT_ALIGNMENT)
+        self.data_offset = -(-pos // self.alignment) * self.alignment
+        self.values = values
+
+    @staticmethod
+    def _string(buf, pos: int) -> tuple[str, int]:
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        return bytes(buf[pos + 8:pos + 8 + n]).decode("utf-8"), pos + 8 + n
+
+    def _skip_value(self, buf, pos: int, vtype: T) -> tuple[int, object]:
+        if vtype == T.STRING:
+            value, pos = self._string(buf, pos)
+            return pos, value
+        if vtype == T.ARRAY:
+            sub, n = struct.unpack_from("<IQ", buf, pos)
+            pos += 12
+            sub = T(sub)
+            if sub in _SCALAR:
+                return pos + n * struct.calcsize(_SCALAR[sub]), None
+            for _ in range(n):
+                pos, _v = self._skip_value(buf, pos, sub)
+            return pos, None
+        fmt = "<" + _SCALAR[vtype]
+        return pos + struct.calcsize(fmt), struct.unpack_from(fmt, buf, pos)[0]
+
+
+def read_layout(path: str) -> Layout:
+    return Layout(path)
+
+
+def _string_bytes(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return struct.pack("<Q", len(data)) + data
+
+
+def _encode_kv(key: str, value, vtype: T) -> bytes:
+    """One scalar or string KV pair in GGUF's little-endian encoding."""
+    if vtype == T.STRING:
+        encoded = _string_bytes(value)
+    elif vtype in _SCALAR:
+        encoded = struct.pack("<" + _SCALAR[vtype], value)
+    else:
+        raise ValueError(f"only scalar and string overrides are supported, not {vtype.name}")
+    return _string_bytes(key) + struct.pack("<I", vtype) + encoded
+
+
+def copy_with_metadata(src: str, dst: str, overrides: dict[str, tuple[object, T]]) -> str:
+    """Write ``dst``: ``src`` with the KV pairs in ``overrides`` ({key: (value, type)})."""
+    layout = read_layout(src)
+    pending = dict(overrides)
+    parts = []
+    for key, raw, _value in layout.kv:
+        if key in pending:
+            parts.append(_encode_kv(key, *pending.pop(key)))
+        else:
+            parts.append(_string_bytes(key) + raw)
+    parts.extend(_encode_kv(key, value, vtype) for key, (value, vtype) in pending.items())
+    head = struct.pack("<IIQQ", gguf.GGUF_MAGIC, layout.version, len(layout.tensors), len(parts))
+    meta = head + b"".join(parts) + layout.tensor_info
+    meta += b"\0" * (-len(meta) % layout.alignment)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(meta)
+        fin.seek(layout.data_offset)
+        shutil.copyfileobj(fin, fout, 1 << 22)
+    return dst
+
+
+def fim_model(src: str, dst: str, *, pre: int, suf: int, mid: int, sep: int | None = None,
+              rep: int | None = None) -> str:
+    keys = {"tokenizer.ggml.fim_pre_token_id": pre, "tokenizer.ggml.fim_suf_token_id": suf,
+            "tokenizer.ggml.fim_mid_token_id": mid, "tokenizer.ggml.fim_sep_token_id": sep,
+            "tokenizer.ggml.fim_rep_token_id": rep}
+    return copy_with_metadata(src, dst, {k: (v, U32) for k, v in keys.items() if v is not None})
+
+
+def lora_adapter(base: str, dst: str, *, targets=("attn_q", "attn_v", "ffn_down"), layers=None,
+                 rank: int = 8, alpha: float = 8.0, std: float = 0.05, seed: int = 0) -> str:
+    """A random LoRA adapter for ``base`` (std 0 gives an all-zero adapter)."""
+    layout = read_layout(base)
+    arch = layout.values["general.architecture"]
+    shapes = {name: dims for name, dims, _t, _o in layout.tensors}   # ggml order: [n_in, n_out]
+    n_layer = int(layout.values[f"{arch}.block_count"])
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(dst, arch)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(alpha))
+    for layer in (range(n_layer) if layers is None else layers):
+        for target in targets:
+            name = f"blk.{layer}.{target}.weight"
+            n_in, n_out = shapes[name]
+            # numpy shapes are the ggml shapes reversed
+            a = (rng.standard_normal((rank, n_in)) * std).astype(np.float32)
+            b = (rng.standard_normal((n_out, rank)) * std).astype(np.float32)
+            writer.add_tensor(name + ".lora_a", a)
+            writer.add_tensor(name + ".lora_b", b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
