@@ -1,0 +1,32 @@
+"""Type stubs for the compiled sampler chain (sampling/_chain.pyx)."""
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Chain"]
+
+class Chain:
+    """One request's sampler: the stages of a ``sampling.sampler.ChainPlan``, its RNG and
+    its token history. Not thread-safe: one thread samples a given chain at a time."""
+
+    n_vocab: int
+    seed: int
+    n_probs: int
+    last_probs: list[tuple[int, float]] | None
+    """The top ``n_probs`` (token, probability) of the set the last draw saw, or None."""
+
+    def __init__(self, plan: Any) -> None: ...
+    def sample(self, logits: npt.NDArray[np.float32]) -> int:
+        """Run the chain over one sequence's logits (float32, n_vocab, C-contiguous; only
+        read, and only during the call) and draw a token."""
+    def accept(self, token: int) -> None:
+        """Record a token the engine kept (penalty/DRY history, mirostat's mu)."""
+    @property
+    def mirostat_mu(self) -> float: ...
+    def apply(self, logits: npt.NDArray[np.float32]) -> tuple[
+            npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Run the stages without drawing; return the surviving (ids, logits, p)."""
+    def candidates(self) -> tuple[
+            npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """The (ids, logits, p) the last draw saw; ValueError after a greedy pick."""
