@@ -14,18 +14,26 @@ from typing import Any, Callable
 __all__ = ["SamplingParams", "ParamError", "parse_sampling_params", "SAMPLER_NAMES",
            "DEFAULT_SAMPLERS", "FIELDS"]
 
-# Accepted names in `samplers` -> canonical stage name (llama.cpp accepts several spellings).
+# Accepted names in `samplers` -> canonical stage name. Like llama.cpp, every name with an
+# underscore also has a kebab-case and a no-dash spelling ("top-k", "topk"), and a string
+# instead of a list is read one letter per stage ("kfypmt").
+_SAMPLER_SPELLINGS = {
+    "top_k": ("top_k", "k"),
+    "tfs_z": ("tfs_z", "tfs", "f"),
+    "typical_p": ("typical_p", "typ_p", "typical", "typ", "y"),
+    "top_p": ("top_p", "p", "nucleus"),
+    "min_p": ("min_p", "m"),
+    "temperature": ("temperature", "temp", "t"),
+    "penalties": ("penalties", "e"),
+    "dry": ("dry", "d"),
+    "xtc": ("xtc", "x"),
+    "top_n_sigma": ("top_n_sigma", "s"),
+}
 SAMPLER_NAMES = {
-    "top_k": "top_k", "k": "top_k",
-    "tfs_z": "tfs_z", "tfs": "tfs_z", "f": "tfs_z",
-    "typical_p": "typical_p", "typ_p": "typical_p", "typical": "typical_p", "y": "typical_p",
-    "top_p": "top_p", "p": "top_p", "nucleus": "top_p",
-    "min_p": "min_p", "m": "min_p",
-    "temperature": "temperature", "temp": "temperature", "t": "temperature",
-    "penalties": "penalties", "e": "penalties",
-    "dry": "dry", "d": "dry",
-    "xtc": "xtc", "x": "xtc",
-    "top_n_sigma": "top_n_sigma", "s": "top_n_sigma",
+    alias: canonical
+    for canonical, names in _SAMPLER_SPELLINGS.items()
+    for name in names
+    for alias in {name, name.replace("_", "-"), name.replace("_", "")}
 }
 DEFAULT_SAMPLERS = ("penalties", "dry", "top_n_sigma", "top_k", "tfs_z", "typical_p", "top_p",
                     "min_p", "xtc", "temperature")
@@ -71,17 +79,9 @@ def _range(lo=None, hi=None, lo_open=False):
     return check
 
 
-def _string_list(v, name):
-    if isinstance(v, str):
-        return [v]
-    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
-        raise ParamError(name, "must be a string or a list of strings")
-    return list(v)
-
-
 def _samplers(v, name):
-    if isinstance(v, str):   # llama-server also takes the one-letter sequence "kfypmt"
-        v = list(v) if ";" not in v else v.split(";")
+    if isinstance(v, str):   # "kfypmt", or the --samplers flag's "top_k;temperature"
+        v = v.split(";") if ";" in v else list(v)
     if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
         raise ParamError(name, "must be a list of sampler names")
     out = []
@@ -119,6 +119,12 @@ def _logit_bias(v, name):
     return tuple(out)
 
 
+def _breakers(v, name):
+    if not isinstance(v, list) or not v or not all(isinstance(s, str) for s in v):
+        raise ParamError(name, "must be a non-empty list of strings")
+    return tuple(v)
+
+
 def _penalty_prompt(v, name):
     if v is None:
         return None
@@ -141,7 +147,7 @@ def _chain(*checks: Callable):
 FIELDS: list[tuple[str, tuple[str, ...], Any, Callable]] = [
     ("temperature", ("temperature", "temp"), 0.8, _number),
     ("dynatemp_range", ("dynatemp_range",), 0.0, _chain(_number, _range(0))),
-    ("dynatemp_exponent", ("dynatemp_exponent",), 1.0, _number),
+    ("dynatemp_exponent", ("dynatemp_exponent",), 1.0, _chain(_number, _range(0))),
     ("top_k", ("top_k",), 40, _integer),
     ("top_p", ("top_p",), 0.95, _chain(_number, _range(0, 1))),
     ("min_p", ("min_p",), 0.05, _chain(_number, _range(0, 1))),
@@ -165,8 +171,7 @@ FIELDS: list[tuple[str, tuple[str, ...], Any, Callable]] = [
     ("dry_base", ("dry_base",), 1.75, _chain(_number, _range(1))),
     ("dry_allowed_length", ("dry_allowed_length",), 2, _chain(_integer, _range(0))),
     ("dry_penalty_last_n", ("dry_penalty_last_n",), -1, _chain(_integer, _range(-1))),
-    ("dry_sequence_breakers", ("dry_sequence_breakers",), ("\n", ":", "\"", "*"),
-     _chain(_string_list, lambda v, n: tuple(v))),
+    ("dry_sequence_breakers", ("dry_sequence_breakers",), ("\n", ":", "\"", "*"), _breakers),
     ("xtc_probability", ("xtc_probability",), 0.0, _chain(_number, _range(0, 1))),
     ("xtc_threshold", ("xtc_threshold",), 0.1, _chain(_number, _range(0, 1))),
     ("top_n_sigma", ("top_n_sigma",), -1.0, _number),
