@@ -134,7 +134,7 @@ FLAGS: list[Flag] = [
     F("--jinja", "jinja", "on", True, "use Jinja chat templates (always on here)"),
     F("--no-jinja", "jinja", "off", True, "accepted for compatibility; templates are always rendered with Jinja"),
     F("-sps --slot-prompt-similarity", "slot_prompt_similarity", "float", 0.5, "accepted; slots are chosen by longest common prefix"),
-    F("--spm-infill", "spm_infill", "on", False, "suffix/prefix/middle order for infill", planned="infill (issue #6)"),
+    F("--spm-infill", "spm_infill", "on", False, "suffix/prefix/middle order for infill (default: prefix/suffix/middle)"),
     F("--no-webui", "webui", "off", True, "do not serve the web front end"),
     # --- logging -----------------------------------------------------------------------------------
     F("-v --verbose --log-verbose", "verbose", "on", False, "log everything, including full requests and responses"),

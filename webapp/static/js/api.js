@@ -1,0 +1,92 @@
+// Requests to the two streaming endpoints, and one shape for what comes back:
+// {text, probs: [{content, probs: [{tok_str, prob}]}], timings, usage, done}.
+
+import { streamJSON } from '../completion.js';
+import { samplingFields } from './settings.js';
+
+/** Stream a raw completion of `prompt` (native `POST /completion`). */
+export async function* streamCompletion(urls, settings, prompt, config) {
+  const body = { prompt, stream: true, n_predict: settings.n_predict, cache_prompt: true,
+    ...samplingFields(settings) };
+  if (settings.n_probs > 0) body.n_probs = settings.n_probs;
+  for await (const chunk of streamJSON(urls.completion, body, config)) {
+    yield fromNative(chunk.data);
+    if (chunk.data.stop) return;
+  }
+}
+
+/**
+ * Stream a chat reply. With an OpenAI chat endpoint the server applies the model's chat
+ * template; without one, a plain transcript goes to `/completion`.
+ */
+export async function* streamChat(urls, settings, messages, config) {
+  const turns = messages.map(({ role, content }) => ({ role, content }));
+  if (settings.system && settings.system.trim()) turns.unshift({ role: 'system', content: settings.system });
+  if (!urls.chat) {
+    yield* streamCompletion(urls, { ...settings, stop: [settings.stop, '\\nUser:'].filter(Boolean).join('\n') },
+      transcript(turns), config);
+    return;
+  }
+  const body = { messages: turns, stream: true, cache_prompt: true, ...samplingFields(settings) };
+  if (settings.n_predict >= 0) body.max_tokens = settings.n_predict;
+  if (settings.n_probs > 0) {
+    body.logprobs = true;
+    body.top_logprobs = settings.n_probs;
+  }
+  for await (const chunk of streamJSON(urls.chat, body, config)) {
+    yield fromChat(chunk.data);
+  }
+}
+
+function transcript(turns) {
+  const names = { system: '', user: 'User: ', assistant: 'Assistant: ' };
+  return turns.map((t) => names[t.role] + t.content).join('\n') + '\nAssistant:';
+}
+
+function fromNative(data) {
+  return {
+    text: data.content || '',
+    probs: Array.isArray(data.completion_probabilities) ? data.completion_probabilities : [],
+    timings: data.timings || null,
+    usage: null,
+    done: Boolean(data.stop),
+  };
+}
+
+function fromChat(data) {
+  const choice = (data.choices && data.choices[0]) || {};
+  const delta = choice.delta || {};
+  let probs = [];
+  if (choice.logprobs && Array.isArray(choice.logprobs.content)) {
+    probs = choice.logprobs.content.map((t) => ({
+      content: t.token,
+      probs: (t.top_logprobs || []).map((p) => ({ tok_str: p.token, prob: Math.exp(p.logprob) })),
+    }));
+  } else if (Array.isArray(data.completion_probabilities)) {
+    probs = data.completion_probabilities;
+  }
+  return {
+    text: typeof delta.content === 'string' ? delta.content : '',
+    probs,
+    timings: data.timings || null,
+    usage: data.usage || null,
+    done: Boolean(choice.finish_reason),
+  };
+}
+
+/** One line about speed, from the server's timings (or usage and the wall clock). */
+export function describeTimings(reply) {
+  const t = reply.timings;
+  if (t && typeof t.predicted_per_second === 'number') {
+    const parts = [`${t.predicted_n} tokens`, `${t.predicted_per_second.toFixed(1)} tokens/s`];
+    if (typeof t.prompt_n === 'number' && typeof t.prompt_per_second === 'number' && t.prompt_n > 0) {
+      parts.push(`prompt ${t.prompt_n} tokens at ${t.prompt_per_second.toFixed(1)} tokens/s`);
+    }
+    return parts.join(' · ');
+  }
+  const u = reply.usage;
+  if (u && typeof u.completion_tokens === 'number' && reply.elapsedMs > 0) {
+    return `${u.completion_tokens} tokens · ${(u.completion_tokens / (reply.elapsedMs / 1000)).toFixed(1)} tokens/s`;
+  }
+  return '';
+}

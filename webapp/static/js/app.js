@@ -1,0 +1,316 @@
+// The front end: chat and raw completion modes over the server's streaming endpoints.
+// Endpoint URLs, the model name and the server's defaults come from the page's
+// #server-config JSON block; nothing here hard-codes a URL.
+
+import { streamChat, streamCompletion } from './api.js';
+import { installProbsPopover, renderMeta, renderText } from './render.js';
+import { defaultSettings, readForm, writeForm } from './settings.js';
+import { loadApiKey, loadState, saveApiKey, saveState } from './store.js';
+
+const config = JSON.parse(document.getElementById('server-config').textContent);
+const $ = (id) => document.getElementById(id);
+
+const defaults = defaultSettings(config.defaults);
+const state = loadState();
+state.settings = { ...defaults, ...state.settings };
+let apiKey = loadApiKey();
+let running = null;   // {controller, mode} while a request streams
+
+// ---------------------------------------------------------------------------- modes
+
+function setMode(mode) {
+  state.mode = mode;
+  for (const tab of document.querySelectorAll('[data-mode]')) {
+    tab.setAttribute('aria-selected', String(tab.dataset.mode === mode));
+  }
+  $('chat-view').hidden = mode !== 'chat';
+  $('completion-view').hidden = mode !== 'completion';
+  document.body.dataset.mode = mode;
+  saveState(state);
+}
+
+for (const tab of document.querySelectorAll('[data-mode]')) {
+  tab.addEventListener('click', () => setMode(tab.dataset.mode));
+}
+
+// ---------------------------------------------------------------------------- settings
+
+const wide = window.matchMedia('(min-width: 900px)');
+
+function setSettingsOpen(open, remember = true) {
+  document.body.classList.toggle('settings-open', open);
+  $('settings-toggle').setAttribute('aria-expanded', String(open));
+  if (remember && wide.matches) {
+    state.settingsOpen = open;
+    saveState(state);
+  }
+}
+
+function applySettingsForm() {
+  const { values, error } = readForm($('settings-form'), defaults);
+  state.settings = { ...state.settings, ...values };
+  $('settings-error').hidden = !error;
+  $('settings-error').textContent = error || '';
+  saveState(state);
+  return error;
+}
+
+writeForm($('settings-form'), state.settings);
+$('settings-form').addEventListener('input', applySettingsForm);
+$('settings-form').addEventListener('submit', (e) => e.preventDefault());
+$('settings-toggle').addEventListener('click', () =>
+  setSettingsOpen(!document.body.classList.contains('settings-open')));
+$('settings-close').addEventListener('click', () => setSettingsOpen(false));
+$('settings-reset').addEventListener('click', () => {
+  state.settings = { ...defaults };
+  writeForm($('settings-form'), state.settings);
+  applySettingsForm();
+});
+setSettingsOpen(wide.matches && state.settingsOpen !== false, false);
+wide.addEventListener('change', () => setSettingsOpen(wide.matches && state.settingsOpen !== false, false));
+
+// ---------------------------------------------------------------------------- API key
+
+function askApiKey(reason) {
+  $('api-key-reason').textContent = reason;
+  $('api-key-input').value = apiKey;
+  if (!$('api-key-dialog').open) $('api-key-dialog').showModal();
+}
+
+$('api-key-form').addEventListener('submit', () => {
+  apiKey = $('api-key-input').value.trim();
+  saveApiKey(apiKey);
+  $('api-key-change').hidden = false;
+});
+$('api-key-change').addEventListener('click', () => askApiKey('The key sent with every request.'));
+$('api-key-change').hidden = !(config.api_key_required || apiKey);
+if (config.api_key_required && !apiKey) askApiKey('This server needs an API key.');
+
+// ---------------------------------------------------------------------------- streaming
+
+function setBusy(mode) {
+  const busy = mode !== null;
+  $('chat-send').disabled = busy;
+  $('completion-run').disabled = busy;
+  $('chat-stop').hidden = mode !== 'chat';
+  $('completion-stop').hidden = mode !== 'completion';
+  document.body.classList.toggle('busy', busy);
+}
+
+/** Stream `parts` (from api.js) into `reply`, calling `update` as text arrives. */
+async function stream(mode, reply, start, update) {
+  const controller = new AbortController();
+  running = { controller, mode };
+  setBusy(mode);
+  const t0 = performance.now();
+  try {
+    for await (const part of start({ controller, api_key: apiKey })) {
+      reply.content += part.text;
+      if (part.probs.length) reply.probs = (reply.probs || []).concat(part.probs);
+      if (part.timings) reply.timings = part.timings;
+      if (part.usage) reply.usage = part.usage;
+      update();
+    }
+  } catch (error) {
+    if (error.name === 'AbortError') {
+      reply.stopped = true;
+    } else {
+      reply.error = error.message || String(error);
+      if (error.status === 401) askApiKey('The server did not accept the API key. Enter it again.');
+    }
+  } finally {
+    reply.elapsedMs = performance.now() - t0;
+    delete reply.pending;
+    running = null;
+    setBusy(null);
+    update(true);
+    saveState(state);
+  }
+}
+
+function stop() {
+  if (running) running.controller.abort();
+}
+
+$('chat-stop').addEventListener('click', stop);
+$('completion-stop').addEventListener('click', stop);
+
+// Renders at most once per frame while tokens arrive.
+function throttled(fn) {
+  let queued = false;
+  return (now = false) => {
+    if (now) {
+      fn();
+      return;
+    }
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => {
+      queued = false;
+      fn();
+    });
+  };
+}
+
+// ---------------------------------------------------------------------------- chat
+
+const scroller = $('chat-scroll');
+
+function nearBottom() {
+  return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+}
+
+function messageElement(msg, index) {
+  const li = document.createElement('li');
+  li.className = `message ${msg.role}`;
+  li.dataset.msg = String(index);
+  const role = document.createElement('div');
+  role.className = 'role';
+  role.textContent = msg.role === 'user' ? 'You' : 'Assistant';
+  const content = document.createElement('div');
+  content.className = 'content';
+  const meta = document.createElement('div');
+  meta.className = 'meta';
+  li.append(role, content, meta);
+  fillMessage(li, msg);
+  return li;
+}
+
+function fillMessage(li, msg) {
+  li.classList.toggle('pending', Boolean(msg.pending));
+  renderText(li.querySelector('.content'), msg.content, msg.probs);
+  renderMeta(li.querySelector('.meta'), msg);
+}
+
+function renderMessages() {
+  $('messages').replaceChildren(...state.messages.map(messageElement));
+  $('chat-empty').hidden = state.messages.length > 0;
+  scroller.scrollTop = scroller.scrollHeight;
+}
+
+async function sendChat(text) {
+  if (applySettingsForm()) return setSettingsOpen(true);
+  state.messages.push({ role: 'user', content: text });
+  saveState(state);
+  const history = state.messages.filter((m) => !m.error && (m.role === 'user' || m.content));
+  const reply = { role: 'assistant', content: '', pending: true };
+  state.messages.push(reply);
+  renderMessages();
+  const li = $('messages').lastElementChild;
+  const update = throttled(() => {
+    const stick = nearBottom();
+    fillMessage(li, reply);
+    if (stick) scroller.scrollTop = scroller.scrollHeight;
+  });
+  await stream('chat', reply, (cfg) => streamChat(config.urls, state.settings, history, cfg), update);
+}
+
+const input = $('chat-input');
+
+function fitInput() {
+  input.style.height = 'auto';
+  input.style.height = `${Math.min(input.scrollHeight, 200)}px`;
+}
+
+input.addEventListener('input', fitInput);
+input.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    $('chat-form').requestSubmit();
+  }
+});
+$('chat-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = input.value.trim();
+  if (!text || running) return;
+  input.value = '';
+  fitInput();
+  sendChat(text);
+});
+
+// ---------------------------------------------------------------------------- completion
+
+const promptBox = $('completion-prompt');
+
+function renderCompletion() {
+  const out = state.completion.output;
+  $('completion-output-box').hidden = !out;
+  if (!out) return;
+  $('completion-output').classList.toggle('pending', Boolean(out.pending));
+  renderText($('completion-output'), out.content, out.probs);
+  renderMeta($('completion-meta'), out);
+}
+
+promptBox.value = state.completion.prompt;
+promptBox.addEventListener('input', () => {
+  state.completion.prompt = promptBox.value;
+  saveState(state);
+});
+
+$('completion-run').addEventListener('click', async () => {
+  if (running) return;
+  if (applySettingsForm()) return setSettingsOpen(true);
+  const prompt = promptBox.value;
+  const out = { content: '', pending: true };
+  state.completion.output = out;
+  renderCompletion();
+  await stream('completion', out,
+    (cfg) => streamCompletion(config.urls, state.settings, prompt, cfg), throttled(renderCompletion));
+});
+
+$('completion-append').addEventListener('click', () => {
+  const out = state.completion.output;
+  if (!out || running) return;
+  promptBox.value += out.content;
+  state.completion.prompt = promptBox.value;
+  state.completion.output = null;
+  renderCompletion();
+  saveState(state);
+});
+
+// ---------------------------------------------------------------------------- the rest
+
+$('new-conversation').addEventListener('click', () => {
+  stop();
+  if (state.mode === 'chat') {
+    state.messages = [];
+    renderMessages();
+  } else {
+    state.completion = { prompt: '', output: null };
+    promptBox.value = '';
+    renderCompletion();
+  }
+  saveState(state);
+});
+
+installProbsPopover(document.querySelector('.main'), $('probs-pop'), (span) => {
+  const index = Number(span.dataset.tok);
+  const holder = span.closest('[data-msg]');
+  const reply = holder ? state.messages[Number(holder.dataset.msg)] : state.completion.output;
+  return reply && reply.probs ? reply.probs[index] : null;
+});
+
+async function watchHealth() {
+  const banner = $('banner');
+  for (;;) {
+    let status = 0;
+    try {
+      status = (await fetch(config.urls.health)).status;
+    } catch {
+      status = 0;
+    }
+    if (status === 200) {
+      banner.hidden = true;
+      return;
+    }
+    banner.hidden = false;
+    banner.textContent = status === 503 ? 'Loading the model…' : 'The server is not answering; retrying…';
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+setMode(state.mode);
+renderMessages();
+renderCompletion();
+fitInput();
+watchHealth();
