@@ -1,0 +1,1190 @@
+"""JSON Schema -> GBNF: the plain-Python twin of ``_json_schema.pyx`` and the definition of
+the right output (the tests run both and compare).
+
+``convert(schema) -> str`` is a pure function. It trusts that the schema already passed its
+meta-schema (``json_schema.schema_to_grammar`` checks that first).
+
+Soundness comes first: every document the grammar accepts validates against the schema. The
+grammar may be narrower than the schema (properties in schema order, no other keys unless
+``additionalProperties`` asks for them, no exponent in bounded numbers, bounded whitespace),
+never wider. A keyword whose meaning the grammar cannot carry raises SchemaError naming it.
+
+How combinators become grammar:
+  - ``allOf`` (and ``$ref`` with constraining siblings) is merged into one schema: types and
+    enums intersect, bounds tighten, properties unite (a property named twice becomes the
+    ``allOf`` of both). Two different ``pattern``/``format`` values cannot be intersected.
+  - siblings of ``anyOf``/``oneOf`` are distributed into every alternative; alternatives that
+    admit no value are dropped. ``oneOf`` needs alternatives that provably never match the
+    same value (different JSON types, disjoint enums, a const discriminator, a required key
+    the other cannot have); otherwise "exactly one" is unenforceable and it is an error.
+  - a ``$ref`` becomes one rule per target, so recursion works; a target that reaches itself
+    before any ``{`` or ``[`` is an error (it would match no finite value).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from datetime import date
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from urllib.parse import unquote
+
+import jsonschema
+
+from .json_schema import SchemaError
+
+__all__ = ["convert"]
+
+MAX_REPEAT = 2000      # libllama's MAX_REPETITION_THRESHOLD: a larger {m,n} bound becomes "unbounded"
+CHUNK = 1000           # larger bounds are split into repetitions of a CHUNK-sized rule
+MAX_INT_DIGITS = 16    # an integer with no upper bound gets at most this many digits
+MAX_FRAC_DIGITS = 15
+MAX_PRODUCT = 64       # allOf of several anyOf lists multiplies out at most this many alternatives
+
+ANNOTATIONS = frozenset({
+    "title", "description", "examples", "$schema", "$id", "default", "$comment", "deprecated",
+    "readOnly", "writeOnly", "$defs", "definitions", "$anchor", "$vocabulary",
+    "contentEncoding", "contentMediaType", "contentSchema"})
+UNSUPPORTED = frozenset({
+    "not", "if", "then", "else", "patternProperties", "dependentRequired", "dependentSchemas",
+    "dependencies", "multipleOf", "contains", "minContains", "maxContains", "propertyNames",
+    "unevaluatedProperties", "unevaluatedItems", "$dynamicRef", "$dynamicAnchor",
+    "$recursiveRef", "$recursiveAnchor"})
+OBJECT_KEYWORDS = ("properties", "required", "additionalProperties", "minProperties", "maxProperties")
+ARRAY_KEYWORDS = ("items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems")
+STRING_KEYWORDS = ("minLength", "maxLength", "pattern", "format")
+NUMBER_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+KNOWN = frozenset(("$ref", "allOf", "anyOf", "oneOf", "enum", "const", "type") + OBJECT_KEYWORDS
+                  + ARRAY_KEYWORDS + STRING_KEYWORDS + NUMBER_KEYWORDS)
+MIN_KEYS = frozenset({"minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties"})
+MAX_KEYS = frozenset({"maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties"})
+ALL_KINDS = frozenset({"null", "boolean", "object", "array", "string", "integer", "number"})
+
+_DAY = '( "0" [1-9] | [12] [0-9] | "3" [01] )'
+BUILTINS = {   # name -> (body, rules it uses)
+    "ws": (r'| " " | "\n" [ \t]{0,20}', ()),
+    "value": ("object | array | string | number | boolean | null",
+              ("object", "array", "string", "number", "boolean", "null")),
+    "object": ('"{" ws ( string ws ":" ws value ( ws "," ws string ws ":" ws value )* ws )? "}"',
+               ("ws", "string", "value")),
+    "array": ('"[" ws ( value ( ws "," ws value )* ws )? "]"', ("ws", "value")),
+    "string": (r'"\"" char* "\""', ("char",)),
+    # one decoded character per match: \u escapes of surrogates are left out so that
+    # minLength/maxLength count the same characters a validator counts
+    "char": (r'[^"\\\x00-\x1F\x7F] | "\\" ( ["\\/bfnrt] | "u" ( [0-9a-cA-CefEF] [0-9a-fA-F]{3}'
+             r' | [dD] [0-7] [0-9a-fA-F]{2} ) )', ()),
+    "number": (r'"-"? int-part ( "." [0-9]{1,15} )? ( [eE] [-+]? [0-9]{1,2} )?', ("int-part",)),
+    "int-part": ('"0" | [1-9] [0-9]{0,15}', ()),
+    "integer": ('"-"? int-part', ("int-part",)),
+    "boolean": ('"true" | "false"', ()),
+    "null": ('"null"', ()),
+    # a regex '.' (no newline, no JS line terminators), written the way JSON spells it
+    "dot": (r'[^"\\\x00-\x1F\x7F\u2028\u2029] | "\\" ["\\/bft]', ()),
+    "key-char": (r'[^"\\\x00-\x1F\x7F]', ()),
+    "date": ('[1-9] [0-9]{3} "-" ( ( "0" [13578] | "1" [02] ) "-" ' + _DAY
+             + ' | ( "0" [469] | "11" ) "-" ( "0" [1-9] | [12] [0-9] | "30" )'
+             + ' | "02-" ( "0" [1-9] | "1" [0-9] | "2" [0-8] ) )', ()),
+    "time": ('( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] ":" [0-5] [0-9] ( "." [0-9]{1,6} )?'
+             ' ( "Z" | [-+] ( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] )', ()),
+    "date-time": ('date "T" time', ("date", "time")),
+    "uuid": ('[0-9a-fA-F]{8} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-"'
+             ' [0-9a-fA-F]{12}', ()),
+    "ipv4": ('ipv4-octet "." ipv4-octet "." ipv4-octet "." ipv4-octet', ("ipv4-octet",)),
+    "ipv4-octet": ('"25" [0-5] | "2" [0-4] [0-9] | "1" [0-9] [0-9] | [1-9] [0-9] | [0-9]', ()),
+}
+FORMATS = ("date", "time", "date-time", "uuid", "ipv4")
+
+_TIME_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)",
+                      re.ASCII)
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
+
+def _is_date(s):
+    try:
+        return len(s) == 10 and date.fromisoformat(s).year >= 1000
+    except ValueError:
+        return False
+
+
+def _is_ipv4(s):
+    try:
+        ipaddress.IPv4Address(s)
+        return True
+    except ValueError:
+        return False
+
+
+# Used only to filter enum/const values; strict enough to match what the grammars emit.
+FORMAT_CHECKS = {
+    "date": _is_date,
+    "time": lambda s: _TIME_RE.fullmatch(s) is not None,
+    "date-time": lambda s: len(s) > 11 and s[10] == "T" and _is_date(s[:10])
+    and _TIME_RE.fullmatch(s[11:]) is not None,
+    "uuid": lambda s: _UUID_RE.fullmatch(s) is not None,
+    "ipv4": _is_ipv4,
+}
+
+
+class _Empty(SchemaError):
+    """No value satisfies this (sub)schema; an anyOf alternative like this is dropped."""
+
+
+# --- text helpers -------------------------------------------------------------------------
+_RULE_CHARS = re.compile(r"[^a-zA-Z0-9-]+")
+_LITERAL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _literal(text):
+    return '"' + "".join(_LITERAL_ESCAPES.get(c, c) for c in text) + '"'
+
+
+def _dump(value):
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _same(a, b):
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _join(*parts):
+    return " ".join(p for p in parts if p)
+
+
+def _group(alts):
+    alts = list(dict.fromkeys(alts))
+    return alts[0] if len(alts) == 1 else "( " + " | ".join(alts) + " )"
+
+
+def _rep(atom, lo, hi):
+    """``atom`` repeated lo..hi times (hi None: unbounded), for bounds libllama keeps."""
+    if hi == 0:
+        return ""
+    if hi is None:
+        return atom + ("*" if lo == 0 else "+" if lo == 1 else "{%d,}" % lo)
+    if lo == hi:
+        return atom if lo == 1 else "%s{%d}" % (atom, lo)
+    return atom + "?" if (lo, hi) == (0, 1) else "%s{%d,%d}" % (atom, lo, hi)
+
+
+def _without(schema, keys):
+    return {k: v for k, v in schema.items() if k not in keys}
+
+
+def _constraining(schema):
+    return any(k in KNOWN for k in schema)
+
+
+def _types(schema):
+    """The JSON types to emit for a schema without enum/const/anyOf/oneOf, in order.
+    Without ``type`` the kinds its keywords imply (a narrowing), or "any"."""
+    t = schema.get("type")
+    if t is not None:
+        types = [t] if isinstance(t, str) else list(dict.fromkeys(t))
+        if "number" in types and "integer" in types:
+            types.remove("integer")
+        return types
+    implied = [kind for kind, keys in (("object", OBJECT_KEYWORDS), ("array", ARRAY_KEYWORDS),
+                                        ("string", STRING_KEYWORDS), ("number", NUMBER_KEYWORDS))
+               if any(k in schema for k in keys)]
+    return implied or ["any"]
+
+
+def _expand(types):
+    out = set()
+    for t in ([types] if isinstance(types, str) else types):
+        out.update(("integer", "number") if t == "number" else (t,))
+    return out
+
+
+def _kind(value):
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "integer" if value.is_integer() else "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "null")
+
+
+# --- code point sets (sorted, merged (lo, hi) ranges) ---------------------------------------
+def _norm(ranges):
+    out = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _subtract(ranges, cut):
+    out = []
+    for lo, hi in _norm(ranges):
+        for clo, chi in _norm(cut):
+            if chi < lo or clo > hi:
+                continue
+            if clo > lo:
+                out.append((lo, clo - 1))
+            lo = chi + 1
+            if lo > hi:
+                break
+        if lo <= hi:
+            out.append((lo, hi))
+    return out
+
+
+def _contains(ranges, cp):
+    return any(lo <= cp <= hi for lo, hi in ranges)
+
+
+def _class_char(cp):
+    if 0x20 < cp < 0x7F and chr(cp) not in '\\]-^"':
+        return chr(cp)
+    if cp == 0x20:
+        return " "
+    return "\\x%02X" % cp if cp < 0x80 else "\\u%04X" % cp if cp <= 0xFFFF else "\\U%08X" % cp
+
+
+def _class_body(ranges):
+    return "".join(_class_char(lo) if lo == hi else _class_char(lo) + "-" + _class_char(hi)
+                   for lo, hi in ranges)
+
+
+# ASCII-only sets for the shorthand classes: a subset of both Python's (Unicode) and
+# JavaScript's meaning, so whatever the grammar emits matches under either.
+SHORTHANDS = {
+    "d": [(48, 57)],
+    "w": [(48, 57), (65, 90), (95, 95), (97, 122)],
+    "s": [(9, 13), (32, 32)],
+}
+SHORTHANDS["D"] = _subtract([(0, 127)], SHORTHANDS["d"])
+SHORTHANDS["W"] = _subtract([(0, 127)], SHORTHANDS["w"])
+SHORTHANDS["S"] = _subtract([(0, 127)], [(9, 13), (28, 32)])
+JSON_ESCAPES = ((0x22, '\\"'), (0x5C, "\\\\"), (0x08, "\\b"), (0x09, "\\t"), (0x0A, "\\n"),
+                (0x0C, "\\f"), (0x0D, "\\r"))
+NOT_RAW = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]   # characters JSON must escape
+
+
+def _encode_class(ranges, negated):
+    """A GBNF expression for one character of the set, spelled as inside a JSON string.
+    Control characters without a short escape are left out (a narrowing)."""
+    if negated:
+        raw = "[^" + _class_body(_norm(ranges + NOT_RAW)) + "]"
+        escapes = [e for cp, e in JSON_ESCAPES if not _contains(ranges, cp)]
+    else:
+        kept = _subtract(ranges, NOT_RAW)
+        raw = "[" + _class_body(kept) + "]" if kept else ""
+        escapes = [e for cp, e in JSON_ESCAPES if _contains(ranges, cp)]
+    alts = ([raw] if raw else []) + [_literal(e) for e in escapes]
+    return _group(alts) if alts else None
+
+
+# --- numeric ranges ---------------------------------------------------------------------------
+def _digits(lo, hi):
+    return "[%d]" % lo if lo == hi else "[%d-%d]" % (lo, hi)
+
+
+def _same_len(lo, hi):
+    """Alternatives matching the decimal strings lo..hi, both of the same length."""
+    if lo == hi:
+        return [_literal(lo)]
+    i = 0
+    while lo[i] == hi[i]:
+        i += 1
+    a, b, k = int(lo[i]), int(hi[i]), len(lo) - i - 1
+    if k == 0:
+        alts = [_digits(a, b)]
+    else:
+        alts = []
+        start, end = a, b
+        if lo[i + 1:] != "0" * k:
+            alts.append(_join(_literal(lo[i]), _group(_same_len(lo[i + 1:], "9" * k))))
+            start = a + 1
+        if hi[i + 1:] != "9" * k:
+            end = b - 1
+        if start <= end:
+            alts.append(_join(_digits(start, end), _rep("[0-9]", k, k)))
+        if hi[i + 1:] != "9" * k:
+            alts.append(_join(_literal(hi[i]), _group(_same_len("0" * k, hi[i + 1:]))))
+    return [_join(_literal(lo[:i]), _group(alts))] if i else alts
+
+
+def _pos_range(a, b):
+    """Alternatives for the integers a..b (b None: up to MAX_INT_DIGITS digits), a >= 0."""
+    sa = str(a)
+    if b is None:
+        alts = _same_len(sa, "9" * len(sa))
+        if len(sa) < MAX_INT_DIGITS:
+            alts.append(_join("[1-9]", _rep("[0-9]", len(sa), MAX_INT_DIGITS - 1)))
+        return alts
+    sb = str(b)
+    if len(sa) == len(sb):
+        return _same_len(sa, sb)
+    alts = _same_len(sa, "9" * len(sa))
+    if len(sb) - len(sa) >= 2:
+        alts.append(_join("[1-9]", _rep("[0-9]", len(sa), len(sb) - 2)))
+    return alts + _same_len("1" + "0" * (len(sb) - 1), sb)
+
+
+def _int_range(lo, hi):
+    alts = []
+    if lo is None or lo < 0:
+        magnitude_lo = 1 if hi is None or hi >= 0 else -hi
+        alts.append(_join('"-"', _group(_pos_range(magnitude_lo, None if lo is None else -lo))))
+    if hi is None or hi >= 0:
+        alts.extend(_pos_range(max(lo or 0, 0), hi))
+    return alts
+
+
+def _frac_cmp(g, n, op, top):
+    """Alternatives for up to n fraction digits F with 0.F op 0.g (op: ge gt le lt); "" is the
+    empty string, which only an inner position may take (top: F must have a digit)."""
+    if not g:
+        if op == "ge":
+            return [_rep("[0-9]", 1 if top else 0, n)] if n or not top else []
+        if op == "gt":
+            return [_join(_rep("[0-9]", 0, n - 1), "[1-9]")] if n else []
+        return [""] if op == "le" and not top else []
+    if n == 0:
+        return [""] if op in ("le", "lt") and not top else []
+    d = int(g[0])
+    alts = [""] if op in ("le", "lt") and not top else []
+    if op in ("ge", "gt") and d < 9:
+        alts.append(_join(_digits(d + 1, 9), _rep("[0-9]", 0, n - 1)))
+    if op in ("le", "lt") and d > 0:
+        alts.append(_join(_digits(0, d - 1), _rep("[0-9]", 0, n - 1)))
+    alts.extend(_join(_literal(g[0]), s) for s in _frac_cmp(g[1:], n - 1, op, False))
+    return alts
+
+
+def _frac_between(ga, ax, gb, bx, n, top):
+    """Alternatives for fraction digits F with 0.ga <(=) 0.F <(=) 0.gb, 0.ga <= 0.gb."""
+    zero_ok = not top and not ga and not ax
+    if not gb:
+        return [""] if zero_ok and not bx else []
+    if n == 0:
+        return [""] if zero_ok else []
+    da, db = int(ga[0]) if ga else 0, int(gb[0])
+    alts = [""] if zero_ok else []
+    if da == db:
+        alts.extend(_join(_literal(gb[0]), s)
+                    for s in _frac_between(ga[1:], ax, gb[1:], bx, n - 1, False))
+        return alts
+    alts.extend(_join(_literal(str(da)), s)
+                for s in _frac_cmp(ga[1:], n - 1, "gt" if ax else "ge", False))
+    if da + 1 <= db - 1:
+        alts.append(_join(_digits(da + 1, db - 1), _rep("[0-9]", 0, n - 1)))
+    alts.extend(_join(_literal(gb[0]), s)
+                for s in _frac_cmp(gb[1:], n - 1, "lt" if bx else "le", False))
+    return alts
+
+
+def _split(d):
+    """A non-negative Decimal as (integer part, fraction digits without trailing zeros)."""
+    whole = int(d)
+    frac = d - whole
+    return whole, "" if frac == 0 else format(frac, "f").split(".")[1].rstrip("0")
+
+
+def _decimals(a, ax, b, bx):
+    """Alternatives "I.F" for magnitudes in a..b (b None: unbounded), a >= 0."""
+    ia, ga = _split(a)
+    fraction = "[0-9]{1,%d}" % MAX_FRAC_DIGITS
+    if b is not None:
+        ib, gb = _split(b)
+        if ia == ib:
+            f = _frac_between(ga, ax, gb, bx, MAX_FRAC_DIGITS, True)
+            return [_join(_literal(str(ia) + "."), _group(f))] if f else []
+    alts = []
+    start = ia
+    if ga or ax:
+        start = ia + 1
+        f = _frac_cmp(ga, MAX_FRAC_DIGITS, "gt" if ax else "ge", True)
+        if f:
+            alts.append(_join(_literal(str(ia) + "."), _group(f)))
+    end = None if b is None else ib - 1
+    if end is None or start <= end:
+        alts.append(_join(_group(_pos_range(start, end)), '"."', fraction))
+    if b is not None and gb:
+        f = _frac_cmp(gb, MAX_FRAC_DIGITS, "lt" if bx else "le", True)
+        if f:
+            alts.append(_join(_literal(str(ib) + "."), _group(f)))
+    return alts
+
+
+def _num_range(lo, lx, hi, hx, integer):
+    """Alternatives for the numbers (or integers) between the Decimal bounds."""
+    ilo = None if lo is None else int(lo.to_integral_value(ROUND_CEILING))
+    if lo is not None and lx and ilo == lo:
+        ilo += 1
+    ihi = None if hi is None else int(hi.to_integral_value(ROUND_FLOOR))
+    if hi is not None and hx and ihi == hi:
+        ihi -= 1
+    alts = _int_range(ilo, ihi) if ilo is None or ihi is None or ilo <= ihi else []
+    if integer:
+        return alts
+    zero = Decimal(0)
+    if lo is None or lo < 0:
+        a, ax = (-hi, hx) if hi is not None and hi < 0 else (zero, True)
+        negative = _decimals(a, ax, None if lo is None else -lo, lx)
+        if negative:
+            alts.append(_join('"-"', _group(negative)))
+    if hi is None or hi >= 0:
+        a, ax = (lo, lx) if lo is not None and lo >= 0 else (zero, False)
+        alts.extend(_decimals(a, ax, hi, hx))
+    return alts
+
+
+def _decimal(value, path, keyword):
+    d = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not d.is_finite():
+        raise SchemaError(f"'{keyword}' at {path} must be a finite number", keyword, path)
+    return d
+
+
+def _bound(schema, path, inclusive, exclusive, lower):
+    """The tightest bound as (Decimal or None, exclusive?); draft-4 boolean exclusives too."""
+    found = []
+    flag = schema.get(exclusive)
+    if inclusive in schema:
+        found.append((_decimal(schema[inclusive], path, inclusive), flag is True))
+    if exclusive in schema and not isinstance(flag, bool):
+        found.append((_decimal(flag, path, exclusive), True))
+    if not found:
+        return None, False
+    # the tighter value wins; on a tie the exclusive one
+    return max(found, key=lambda b: (b[0] if lower else -b[0], b[1]))
+
+
+# --- regular expressions -------------------------------------------------------------------
+class _Regex:
+    """Compiles a ``pattern`` (Python/ECMA subset) into GBNF over the JSON spelling of the
+    string. Unanchored ends get ``char*`` (JSON Schema patterns match anywhere)."""
+
+    SIMPLE_ESCAPES = {"n": 10, "t": 9, "r": 13, "f": 12, "v": 11, "a": 7}
+    HEX = {"x": 2, "u": 4, "U": 8}
+
+    def __init__(self, conv, pattern, path, base):
+        self.conv, self.s, self.i, self.path, self.base = conv, pattern, 0, path, base
+
+    def fail(self, what):
+        raise SchemaError(f"'pattern' at {self.path} uses {what}, which the grammar cannot "
+                          f"express", "pattern", self.path)
+
+    def compile(self):
+        s, alts = self.s, []
+        while True:
+            anchored = s.startswith("^", self.i)
+            self.i += anchored
+            body, anchored_end = self.sequence(True)
+            anything = "" if anchored and anchored_end else self.conv.builtin("char") + "*"
+            alts.append(_join("" if anchored else anything, body,
+                              "" if anchored_end else anything))
+            if self.i < len(s) and s[self.i] == "|":
+                self.i += 1
+                continue
+            if self.i < len(s):
+                self.fail("an unbalanced ')'")
+            return _group(alts)
+
+    def sequence(self, top):
+        s, items = self.s, []
+        while self.i < len(s) and s[self.i] not in "|)":
+            c = s[self.i]
+            if c == "$" and top and (self.i + 1 == len(s) or s[self.i + 1] == "|"):
+                self.i += 1
+                return self.join(items), True
+            if c in "^$":
+                self.fail(f"'{c}' inside the pattern")
+            items.append(self.quantified(self.atom()))
+        return self.join(items), False
+
+    @staticmethod
+    def join(items):
+        out, lit = [], ""
+        for text, is_literal in items:
+            if is_literal:
+                lit += text
+                continue
+            if lit:
+                out.append(_literal(lit))
+                lit = ""
+            out.append(text)
+        if lit:
+            out.append(_literal(lit))
+        return " ".join(out)
+
+    def atom(self):
+        s = self.s
+        c = s[self.i]
+        self.i += 1
+        if c == "(":
+            if s.startswith("?", self.i):
+                if s.startswith("?:", self.i):
+                    self.i += 2
+                elif s.startswith("?P<", self.i) or (s.startswith("?<", self.i)
+                                                     and s[self.i + 2:self.i + 3] not in "=!"):
+                    self.i = s.index(">", self.i) + 1
+                else:
+                    self.fail(f"'(?{s[self.i + 1:self.i + 2]}' (lookaround or inline flags)")
+            alts = [self.sequence(False)[0]]
+            while s[self.i] == "|":
+                self.i += 1
+                alts.append(self.sequence(False)[0])
+            self.i += 1
+            return "( " + " | ".join(alts) + " )", False
+        if c == "[":
+            return self.encode(*self.char_class()), False
+        if c == ".":
+            return self.conv.builtin("dot"), False
+        if c == "\\":
+            e = s[self.i]
+            if e in SHORTHANDS:
+                self.i += 1
+                return self.encode(SHORTHANDS[e], False), False
+            if e in "bBAZzG":
+                self.fail(f"the anchor '\\{e}'")
+            if e.isdigit() and e != "0":
+                self.fail("a backreference")
+            return json.dumps(chr(self.escape()), ensure_ascii=False)[1:-1], True
+        return json.dumps(c, ensure_ascii=False)[1:-1], True
+
+    def escape(self):
+        """The code point of the escape after a backslash (self.i at the letter)."""
+        s = self.s
+        e = s[self.i]
+        self.i += 1
+        if e in self.SIMPLE_ESCAPES:
+            return self.SIMPLE_ESCAPES[e]
+        if e == "0":
+            if self.i < len(s) and s[self.i].isdigit():
+                self.fail("an octal escape")
+            return 0
+        if e in self.HEX:
+            n = self.HEX[e]
+            digits = s[self.i:self.i + n]
+            self.i += n
+            return int(digits, 16)
+        if e.isalnum():
+            self.fail(f"the escape '\\{e}'")
+        return ord(e)
+
+    def char_class(self):
+        s = self.s
+        negated = s.startswith("^", self.i)
+        self.i += negated
+        ranges, shorthand, first = [], False, True
+        while first or s[self.i] != "]":
+            first = False
+            if s[self.i] == "\\" and s[self.i + 1] in SHORTHANDS:
+                ranges += SHORTHANDS[s[self.i + 1]]
+                shorthand = True
+                self.i += 2
+                continue
+            lo = self.class_char()
+            if s[self.i] == "-" and s[self.i + 1] != "]":
+                self.i += 1
+                ranges.append((lo, self.class_char()))
+            else:
+                ranges.append((lo, lo))
+        self.i += 1
+        if negated and shorthand:
+            # the complement of a Unicode shorthand is only safe to spell within ASCII
+            return _subtract([(0, 127)], ranges), False
+        return _norm(ranges), negated
+
+    def class_char(self):
+        c = self.s[self.i]
+        self.i += 1
+        if c != "\\":
+            return ord(c)
+        if self.s[self.i] == "b":
+            self.i += 1
+            return 8
+        return self.escape()
+
+    def encode(self, ranges, negated):
+        expr = _encode_class(ranges, negated)
+        if expr is None:
+            self.fail("a character class that matches no character JSON can spell")
+        return expr
+
+    def braces(self):
+        m = re.compile(r"\{(\d*)(,?)(\d*)\}").match(self.s, self.i)
+        if m is None or (not m.group(2) and not m.group(1)):
+            return None
+        self.i = m.end()
+        lo = int(m.group(1) or 0)
+        hi = (int(m.group(3)) if m.group(3) else None) if m.group(2) else lo
+        return lo, hi
+
+    def quantified(self, atom):
+        s, (text, is_literal) = self.s, atom
+        if self.i < len(s) and s[self.i] in "*+?":
+            lo, hi = {"*": (0, None), "+": (1, None), "?": (0, 1)}[s[self.i]]
+            self.i += 1
+        elif self.i < len(s) and s[self.i] == "{" and (bounds := self.braces()) is not None:
+            lo, hi = bounds
+        else:
+            return atom
+        if s.startswith("?", self.i):
+            self.i += 1    # lazy: the same strings match
+        elif s.startswith("+", self.i):
+            self.fail("a possessive quantifier")
+        symbol = _literal(text) if is_literal else text
+        if symbol.startswith("(") and (hi is None and lo > 1 or hi is not None and hi > 1):
+            # libllama multiplies a group's inner rules by the count; a named rule counts once
+            symbol = self.conv.add(self.base + "-part", symbol)
+        return self.conv.repeat(symbol, lo, hi, self.base), False
+
+
+# --- the converter ---------------------------------------------------------------------------
+class _Converter:
+    def __init__(self, root):
+        self.root = root
+        self.rules = {"root": None}   # name -> body; None while a rule is being built
+        self.by_body = {}             # body -> name, so identical rules are shared
+        self.refs = {"#": "root"}     # $ref pointer -> rule name
+        self.unguarded = {"#"}        # refs being expanded with no '{' or '[' emitted since
+        self.validator = None
+
+    def grammar(self):
+        return "".join(f"{name} ::= {body}\n" for name, body in self.rules.items())
+
+    # --- the rule table
+    def reserve(self, base):
+        """A fresh rule name from ``base`` (its body to come)."""
+        base = _RULE_CHARS.sub("-", base).strip("-") or "r"
+        name, k = base, 1
+        while name in self.rules or name in BUILTINS:
+            k += 1
+            name = f"{base}-{k}"
+        self.rules[name] = None
+        return name
+
+    def add(self, base, body, target=None):
+        if target is None:
+            target = self.by_body.get(body) or self.reserve(base)
+        self.rules[target] = body
+        self.by_body.setdefault(body, target)
+        return target
+
+    def builtin(self, name):
+        if name not in self.rules:
+            body, uses = BUILTINS[name]
+            self.rules[name] = body
+            self.by_body.setdefault(body, name)
+            for dep in uses:
+                self.builtin(dep)
+        return name
+
+    def repeat(self, atom, lo, hi, base):
+        if lo > MAX_REPEAT:
+            raise SchemaError(f"a repetition of at least {lo} in {base} is more than the "
+                              f"grammar engine allows ({MAX_REPEAT})", None, base)
+        if hi is None or hi <= MAX_REPEAT:
+            return _rep(atom, lo, hi)
+        q, r = divmod(hi - lo, CHUNK)
+        if q > MAX_REPEAT:
+            raise SchemaError(f"a repetition of up to {hi} in {base} is too long", None, base)
+        chunk = self.add(base + "-chunk", _rep(atom, CHUNK, CHUNK))
+        tail = "( %s | %s )" % (_join(_rep(chunk, 0, q - 1), _rep(atom, 0, CHUNK - 1)),
+                                _join(_rep(chunk, q, q), _rep(atom, 0, r)))
+        return _join(_rep(atom, lo, lo), tail)
+
+    def attempt(self, fn):
+        """fn(), or None (with every rule it added taken back) when it admits no value."""
+        saved = dict(self.rules), dict(self.by_body), dict(self.refs), set(self.unguarded)
+        try:
+            return fn()
+        except _Empty:
+            self.rules, self.by_body, self.refs, self.unguarded = saved
+            return None
+
+    # --- $ref and allOf
+    def pointer(self, ref, path):
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise SchemaError(f"only local $ref ('#/...') is supported; '{ref}' at {path} is not",
+                              "$ref", path)
+        fragment = unquote(ref[1:])
+        if fragment and not fragment.startswith("/"):
+            raise SchemaError(f"$ref '{ref}' at {path} names an anchor; only JSON pointers are "
+                              f"supported", "$ref", path)
+        return "#" + fragment
+
+    def resolve(self, key, path):
+        node = self.root
+        for part in key[2:].split("/") if key != "#" else ():
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                raise SchemaError(f"$ref '{key}' at {path} does not resolve", "$ref", path)
+        if not isinstance(node, (dict, bool)):
+            raise SchemaError(f"$ref '{key}' at {path} does not point to a schema", "$ref", path)
+        return node
+
+    def ref(self, ref, path):
+        key = self.pointer(ref, path)
+        name = self.refs.get(key)
+        if name is not None:
+            if key in self.unguarded:
+                raise SchemaError(f"$ref '{ref}' at {path} reaches itself before any '{{' or '[': "
+                                  f"no finite value matches it", "$ref", path)
+            return name
+        target = self.resolve(key, path)
+        name = self.refs[key] = self.reserve(key.rsplit("/", 1)[-1] or "ref")
+        self.unguarded.add(key)
+        atom = self.visit(target, key, name, name)
+        self.unguarded.discard(key)
+        if self.rules[name] is None:
+            self.rules[name] = atom
+        return name
+
+    def flatten(self, schema, path, seen, out):
+        if schema is False:
+            raise _Empty(f"no value can match the schema at {path}: it contains false", None, path)
+        if schema is True:
+            return
+        self.check(schema, path)
+        if "$ref" in schema:
+            key = self.pointer(schema["$ref"], path)
+            if key in seen:
+                raise SchemaError(f"$ref '{key}' at {path} is circular through allOf", "$ref", path)
+            self.flatten(self.resolve(key, path), key, seen | {key}, out)
+        for i, sub in enumerate(schema.get("allOf", ())):
+            self.flatten(sub, f"{path}/allOf/{i}", seen, out)
+        out.append(_without(schema, ("$ref", "allOf")))
+
+    def merge(self, schemas, path):
+        """One schema equivalent to (or narrower than) the conjunction of ``schemas``."""
+        parts = []
+        for schema in schemas:
+            self.flatten(schema, path, frozenset(), parts)
+        merged = {}
+        for part in parts:
+            for key, value in part.items():
+                if key not in KNOWN or key == "additionalProperties":
+                    continue
+                merged[key] = self.meet(key, merged[key], value, path) if key in merged else value
+        self.merge_additional(parts, merged, path)
+        return merged
+
+    def meet(self, key, a, b, path):
+        if _same(a, b):
+            return a
+        if key == "type":
+            kinds, types = _expand(a) & _expand(b), []
+            for t in ([a] if isinstance(a, str) else a) + ([b] if isinstance(b, str) else b):
+                if t in ("integer", "number"):
+                    t = "number" if "number" in kinds else "integer" if "integer" in kinds else None
+                if t in kinds and t not in types:
+                    types.append(t)
+            if not types:
+                raise _Empty(f"allOf at {path} asks for types that exclude each other", "type", path)
+            return types
+        if key in ("enum", "const"):
+            values = [v for v in (a if key == "enum" else [a])
+                      if any(_same(v, w) for w in (b if key == "enum" else [b]))]
+            if not values:
+                raise _Empty(f"allOf at {path} leaves no value of '{key}'", key, path)
+            return values if key == "enum" else values[0]
+        if key == "required":
+            return a + [name for name in b if name not in a]
+        if key == "properties":
+            out = dict(a)
+            for name, sub in b.items():
+                out[name] = sub if name not in out or _same(out[name], sub) else \
+                    {"allOf": [out[name], sub]}
+            return out
+        if key == "items" and not isinstance(a, list) and not isinstance(b, list):
+            return False if a is False or b is False else {"allOf": [a, b]}
+        if key in MIN_KEYS or key in MAX_KEYS:
+            if isinstance(a, bool) or isinstance(b, bool):
+                return a or b    # draft-4 exclusive flags: either one makes the bound exclusive
+            return max(a, b) if key in MIN_KEYS else min(a, b)
+        if key in ("anyOf", "oneOf"):
+            if len(a) * len(b) > MAX_PRODUCT:
+                raise SchemaError(f"allOf at {path} multiplies out to more than {MAX_PRODUCT} "
+                                  f"'{key}' alternatives", key, path)
+            return [{"allOf": [x, y]} for x in a for y in b]
+        if key == "uniqueItems":
+            return a or b
+        raise SchemaError(f"allOf at {path} combines two different '{key}' values, which the "
+                          f"grammar cannot intersect", key, path)
+
+    def merge_additional(self, parts, merged, path):
+        """additionalProperties of one allOf branch also binds the other branches' properties."""
+        extras = [p["additionalProperties"] for p in parts if "additionalProperties" in p]
+        if not extras:
+            return
+        props = dict(merged.get("properties", {}))
+        required = merged.get("required", [])
+        names = list(props) + [r for r in required if r not in props]
+        for part in parts:
+            extra = part.get("additionalProperties", True)
+            if extra is True or (isinstance(extra, dict) and not _constraining(extra)):
+                continue
+            for name in names:
+                if name in part.get("properties", {}):
+                    continue
+                if extra is not False:
+                    props[name] = {"allOf": [props.get(name, True), extra]}
+                elif name in required:
+                    raise _Empty(f"allOf at {path} requires '{name}', which another branch's "
+                                 f"additionalProperties forbids", "additionalProperties", path)
+                else:
+                    props.pop(name, None)
+        if props or "properties" in merged:
+            merged["properties"] = props
+        schemas = [e for e in extras if isinstance(e, dict) and _constraining(e)]
+        if any(e is False for e in extras):
+            merged["additionalProperties"] = False
+        elif schemas:
+            merged["additionalProperties"] = schemas[0] if len(schemas) == 1 else {"allOf": schemas}
+        else:
+            merged["additionalProperties"] = True
+
+    # --- schemas
+    def check(self, schema, path):
+        if not isinstance(schema, dict):
+            raise SchemaError(f"the schema at {path} must be an object or a boolean", None, path)
+        for key in schema:
+            if key in UNSUPPORTED:
+                raise SchemaError(f"unsupported keyword '{key}' at {path}: the grammar cannot "
+                                  f"enforce it", key, path)
+
+    def visit(self, schema, path, base, target=None):
+        """The GBNF symbol (rule name or literal) for a schema; ``target`` names the rule."""
+        if schema is False:
+            raise _Empty(f"the schema at {path} is false: no value matches it", None, path)
+        if schema is not True:
+            self.check(schema, path)
+        if schema is True or not _constraining(schema):
+            return self.builtin("value")
+        if "allOf" in schema or ("$ref" in schema and _constraining(_without(schema, ("$ref",)))):
+            return self.visit(self.merge([schema], path), path, base, target)
+        if "$ref" in schema:
+            return self.ref(schema["$ref"], path)
+        if "anyOf" in schema or "oneOf" in schema:
+            return self.union(schema, path, base, target)
+        if "enum" in schema or "const" in schema:
+            return self.enum(schema, path, base, target)
+        types = _types(schema)
+        if len(types) == 1:
+            return self.typed(types[0], schema, path, base, target)
+        atoms = [a for a in (self.attempt(lambda t=t: self.typed(t, schema, path, f"{base}-{t}"))
+                             for t in types) if a is not None]
+        if not atoms:
+            raise _Empty(f"no value of any listed type satisfies the schema at {path}", "type", path)
+        return self.add(base, " | ".join(atoms), target)
+
+    def typed(self, t, schema, path, base, target=None):
+        if t in ("null", "boolean"):
+            return self.builtin(t)
+        if t in ("integer", "number"):
+            return self.number(schema, path, base, target, t == "integer")
+        if t == "string":
+            return self.string(schema, path, base, target)
+        if t == "any":
+            return self.builtin("value")
+        saved, self.unguarded = self.unguarded, set()   # '{' or '[' comes first
+        try:
+            body = self.object(schema, path, base) if t == "object" else self.array(schema, path, base)
+        finally:
+            self.unguarded = saved
+        return self.add(base, body, target)
+
+    def union(self, schema, path, base, target):
+        key = "anyOf" if "anyOf" in schema else "oneOf"
+        rest = _without(schema, (key,))
+        alts = schema[key]
+        if _constraining(rest):
+            alts = [self.attempt(lambda alt=alt: self.merge([rest, alt], path)) for alt in alts]
+        if key == "oneOf":
+            self.check_disjoint(alts, path)
+        atoms = []
+        for i, alt in enumerate(alts):
+            atom = None if alt is None else self.attempt(
+                lambda alt=alt, i=i: self.visit(alt, f"{path}/{key}/{i}", f"{base}-{i}"))
+            if atom is not None and atom not in atoms:
+                atoms.append(atom)
+        if not atoms:
+            raise _Empty(f"no alternative of '{key}' at {path} admits a value", key, path)
+        if len(atoms) == 1 and target is None:
+            return atoms[0]
+        return self.add(base, " | ".join(atoms), target)
+
+    def valid(self, value, schema):
+        if self.validator is None:
+            checker = jsonschema.FormatChecker(formats=())
+            for name, check in FORMAT_CHECKS.items():
+                checker.checks(name)(check)
+            cls = jsonschema.validators.validator_for(self.root)
+            self.validator = cls(self.root, format_checker=checker)
+        return self.validator.evolve(schema=schema).is_valid(value)
+
+    def enum(self, schema, path, base, target):
+        values = list(schema["enum"]) if "enum" in schema else [schema["const"]]
+        rest = _without(schema, ("enum", "const"))
+        if rest.get("format", FORMATS[0]) not in FORMATS:
+            raise SchemaError(f"unsupported string format '{rest['format']}' at {path} "
+                              f"(supported: {', '.join(FORMATS)})", "format", path)
+        if "const" in schema or _constraining(rest):
+            values = [v for v in values if self.valid(v, schema)]
+        literals = list(dict.fromkeys(_literal(_dump(v)) for v in values))
+        if not literals:
+            raise _Empty(f"no value of 'enum'/'const' at {path} satisfies the rest of the schema",
+                         "enum", path)
+        if len(literals) == 1 and target is None:
+            return literals[0]
+        return self.add(base, " | ".join(literals), target)
+
+    def string(self, schema, path, base, target):
+        quote = r'"\""'
+        lo, hi = schema.get("minLength", 0), schema.get("maxLength")
+        for key in ("pattern", "format"):
+            if key not in schema:
+                continue
+            others = [k for k in ("pattern", "format", "minLength", "maxLength")
+                      if k in schema and k != key]
+            if others:
+                raise SchemaError(f"'{key}' together with '{others[0]}' at {path} cannot be "
+                                  f"enforced by the grammar", others[0], path)
+            if key == "pattern":
+                try:
+                    re.compile(schema["pattern"])
+                except re.error as e:
+                    raise SchemaError(f"invalid regular expression in 'pattern' at {path}: {e}",
+                                      "pattern", path) from None
+                inner = _Regex(self, schema["pattern"], path, base).compile()
+            elif schema["format"] in FORMATS:
+                inner = self.builtin(schema["format"])
+            else:
+                raise SchemaError(f"unsupported string format '{schema['format']}' at {path} "
+                                  f"(supported: {', '.join(FORMATS)})", "format", path)
+            return self.add(base, _join(quote, inner, quote), target)
+        if hi is not None and lo > hi:
+            raise _Empty(f"minLength is above maxLength at {path}", "minLength", path)
+        if lo == 0 and hi is None:
+            return self.builtin("string")
+        return self.add(base, _join(quote, self.repeat(self.builtin("char"), lo, hi, base),
+                                    quote), target)
+
+    def number(self, schema, path, base, target, integer):
+        lo, lx = _bound(schema, path, "minimum", "exclusiveMinimum", True)
+        hi, hx = _bound(schema, path, "maximum", "exclusiveMaximum", False)
+        if lo is None and hi is None:
+            return self.builtin("integer" if integer else "number")
+        alts = _num_range(lo, lx, hi, hx, integer)
+        if not alts:
+            raise _Empty(f"no {'integer' if integer else 'number'} lies within the bounds at "
+                         f"{path}", "minimum", path)
+        return self.add(base, " | ".join(alts), target)
+
+    def object(self, schema, path, base):
+        props = schema.get("properties", {})
+        required = schema.get("required", [])
+        extra = schema.get("additionalProperties")   # absent: write no other keys (a narrowing)
+        names = list(props) + [r for r in required if r not in props]
+        pairs = []   # (key/value expression, required?)
+        for name in names:
+            sub = props.get(name, True if extra is None else extra)
+            sub_path = f"{path}/properties/{name.replace('~', '~0').replace('/', '~1')}"
+            fn = lambda sub=sub, name=name: self.visit(sub, sub_path, f"{base}-{name}")
+            value = fn() if name in required else self.attempt(fn)
+            if value is not None:
+                pairs.append((_join(_literal(_dump(name)), 'ws ":" ws', value), name in required))
+        extra_pair = None
+        if extra is True or isinstance(extra, dict):
+            value = self.attempt(lambda: self.visit(extra, f"{path}/additionalProperties",
+                                                    f"{base}-additional"))
+            if value is not None:
+                key = self.add(f"{base}-additional-key", self.key_excluding(names))
+                extra_pair = _join(key, 'ws ":" ws', value)
+        n_required = sum(req for _, req in pairs)
+        if schema.get("minProperties", 0) > n_required:
+            raise SchemaError(f"'minProperties' at {path} asks for more properties than are "
+                              f"required; the grammar cannot count them", "minProperties", path)
+        if "maxProperties" in schema and (extra_pair or len(pairs) > schema["maxProperties"]):
+            raise SchemaError(f"'maxProperties' at {path} allows fewer properties than the "
+                              f"schema could write; the grammar cannot count them",
+                              "maxProperties", path)
+        return self.object_layout(pairs, extra_pair, base)
+
+    def key_excluding(self, names):
+        """A JSON key (no escapes) that is none of ``names``."""
+        trie = {}
+        for name in names:
+            if not any(c in '"\\\x7f' or c < " " for c in name):
+                node = trie
+                for c in name:
+                    node = node.setdefault(c, {})
+                node[""] = {}
+        key_char = self.builtin("key-char")
+
+        def alternatives(node):
+            chars = sorted(c for c in node if c)
+            if not chars:
+                return [key_char + ("+" if "" in node else "*")]
+            others = "[^" + _class_body(_norm([(ord(c), ord(c)) for c in chars] + NOT_RAW
+                                              + [(0x7F, 0x7F)])) + "]"
+            alts = [_join(others, key_char + "*")]
+            alts += [_join(_literal(c), _group(alternatives(node[c]))) for c in chars]
+            return alts + ([] if "" in node else [""])
+        return _join(r'"\""', _group(alternatives(trie)), r'"\""')
+
+    def object_layout(self, pairs, extra, base):
+        """Pairs in order, the optional ones skippable, commas only between written pairs."""
+        self.builtin("ws")
+        parts = pairs + ([(extra, None)] if extra else [])   # required: True, False, None (repeats)
+        if not parts:
+            return '"{" ws "}"'
+
+        def link(kv, req):   # one part after some pair was written
+            return f'ws "," ws {kv}' if req else \
+                f'( ws "," ws {kv} )' + ("?" if req is False else "*")
+        starts = []   # (first pair written, index of the parts after it)
+        for i, (kv, req) in enumerate(parts):
+            starts.append((kv if req is not None else f'{kv} ( ws "," ws {kv} )*', i + 1))
+            if req:
+                break
+        if len(starts) == 1:
+            content = _join(starts[0][0], *(link(kv, req) for kv, req in parts[1:]))
+        else:   # several ways to start: name each tail once rather than copy it per start
+            tails = {len(parts): ""}
+            for i in range(len(parts) - 1, 0, -1):
+                tails[i] = self.add(f"{base}-rest", _join(link(*parts[i]), tails[i + 1]))
+            content = _group([_join(lead, tails[j]) for lead, j in starts])
+        if any(req for _, req in pairs):
+            return f'"{{" ws {content} ws "}}"'
+        return f'"{{" ws ( {content} ws )? "}}"'
+
+    def array(self, schema, path, base):
+        items = schema.get("items")
+        if isinstance(items, list):   # drafts before 2020-12: items as a tuple
+            prefix, rest, prefix_key = items, schema.get("additionalItems"), "items"
+        else:
+            prefix, rest, prefix_key = schema.get("prefixItems", []), items, "prefixItems"
+        if rest is None:   # any items, or after a prefix none (a narrowing)
+            rest = not prefix
+        lo, hi = schema.get("minItems", 0), schema.get("maxItems")
+        elements = []
+        for i, sub in enumerate(prefix[:hi]):
+            atom = self.attempt(lambda sub=sub, i=i: self.visit(
+                sub, f"{path}/{prefix_key}/{i}", f"{base}-{i}"))
+            if atom is None:   # no value fits here: the array has to end before it
+                break
+            elements.append(atom)
+        rest_atom = None
+        if rest is not False and len(elements) == len(prefix):
+            rest_atom = self.attempt(lambda: self.visit(
+                rest, f"{path}/{'additionalItems' if prefix_key == 'items' else 'items'}",
+                f"{base}-item"))
+        cap = len(elements) if rest_atom is None else hi
+        if cap is not None and hi is not None:
+            cap = min(cap, hi)
+        if cap is not None and lo > cap:
+            raise _Empty(f"minItems at {path} asks for more items than the schema allows",
+                         "minItems", path)
+        if schema.get("uniqueItems") and (cap is None or cap > 1):
+            raise SchemaError(f"unsupported keyword 'uniqueItems' at {path}: the grammar cannot "
+                              f"enforce it", "uniqueItems", path)
+        self.builtin("ws")
+        if cap == 0:
+            return '"[" ws "]"'
+        n = len(elements)
+        tail = ""
+        if rest_atom is not None:
+            link = f'( ws "," ws {rest_atom} )'
+            more = None if cap is None else cap - max(n, 1)
+            if n == 0:   # the first item has no comma before it
+                tail = _join(rest_atom, self.repeat(link, max(lo - 1, 0), more, base))
+            else:
+                tail = self.repeat(link, max(lo - n, 0), more, base)
+        for i in range(n - 1, -1, -1):
+            piece = _join(elements[i] if i == 0 else f"ws \",\" ws {elements[i]}", tail)
+            tail = piece if i < lo or i == 0 else f"( {piece} )?"
+        if lo == 0:
+            return f'"[" ws ( {tail} ws )? "]"'
+        return f'"[" ws {tail} ws "]"'
+
+    # --- oneOf: alternatives must never match the same value
+    def check_disjoint(self, alts, path):
+        for i, a in enumerate(alts):
+            for j in range(i + 1, len(alts)):
+                if a is not None and alts[j] is not None and not (
+                        self.excludes(a, alts[j]) and self.excludes(alts[j], a)):
+                    raise SchemaError(
+                        f"'oneOf' at {path}: alternatives {i} and {j} may both match one value, "
+                        f"and the grammar cannot enforce 'exactly one' (use 'anyOf' if either "
+                        f"may match)", "oneOf", path)
+
+    def flat(self, schema):
+        if isinstance(schema, dict) and ("$ref" in schema or "allOf" in schema):
+            return self.merge([schema], "#")
+        return schema
+
+    def kinds(self, schema, emitted, depth=0):
+        """JSON kinds the grammar may write for ``schema`` (emitted) or that can validate."""
+        try:
+            schema = self.flat(schema)
+        except _Empty:
+            return set()
+        if not isinstance(schema, dict):
+            return set(ALL_KINDS) if schema else set()
+        out = set(ALL_KINDS)
+        if "type" in schema:
+            out = _expand(schema["type"])
+        elif emitted and not any(k in schema for k in ("anyOf", "oneOf", "enum", "const")):
+            types = _types(schema)
+            out = set(ALL_KINDS) if "any" in types else _expand(types)
+        if "enum" in schema or "const" in schema:
+            out &= {_kind(v) for v in (schema["enum"] if "enum" in schema else [schema["const"]])}
+        for key in ("anyOf", "oneOf"):
+            if key in schema and depth < 8:
+                out &= set().union(*(self.kinds(alt, emitted, depth + 1) for alt in schema[key]))
+        return out
+
+    def const_values(self, schema):
+        schema = self.flat(schema)
+        if isinstance(schema, dict) and ("enum" in schema or "const" in schema):
+            return schema["enum"] if "enum" in schema else [schema["const"]]
+        return None
+
+    def excludes(self, x, y):
+        """True when no document the grammar writes for ``x`` validates against ``y``."""
+        try:
+            x, y = self.flat(x), self.flat(y)
+        except _Empty:
+            return True
+        values = self.const_values(x)
+        if values is not None:
+            return not any(self.valid(v, x) and self.valid(v, y) for v in values)
+        written = self.kinds(x, True)
+        if not written & self.kinds(y, False):
+            return True
+        if written != {"object"} or not isinstance(y, dict) or not isinstance(x, dict):
+            return False
+        closed = x.get("additionalProperties", False) is False
+        if closed and "anyOf" not in x and "oneOf" not in x:
+            keys = set(x.get("properties", {})) | set(x.get("required", []))
+            if any(k not in keys for k in y.get("required", [])):
+                return True
+        for k in set(x.get("required", [])) & set(y.get("required", [])):
+            vx = self.const_values(x.get("properties", {}).get(k, True))
+            vy = self.const_values(y.get("properties", {}).get(k, True))
+            if vx is not None and vy is not None and not any(_same(p, q) for p in vx for q in vy):
+                return True
+        return False
+
+
+def convert(schema):
+    """The GBNF grammar (root rule ``root``) for a JSON Schema that passed its meta-schema."""
+    conv = _Converter(schema)
+    atom = conv.visit(schema, "#", "root", "root")
+    if conv.rules["root"] is None:
+        conv.rules["root"] = atom
+    return conv.grammar()

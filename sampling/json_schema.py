@@ -1,0 +1,105 @@
+"""JSON Schema -> GBNF grammar, for structured output (``json_schema`` in a request).
+
+``schema_to_grammar(schema)`` checks the schema against its meta-schema, then converts it
+with the Cython converter (``impl="python"`` runs the pure-Python twin, which defines the
+right output). Anything the grammar cannot enforce is refused with a SchemaError that names
+the keyword and where it is, rather than turned into a looser grammar.
+
+Command line: ``python -m sampling.json_schema schema.json`` (or ``-`` for stdin) prints the
+grammar.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import jsonschema
+
+__all__ = ["schema_to_grammar", "SchemaError", "check_schema", "main"]
+
+log = logging.getLogger(__name__)
+
+
+class SchemaError(ValueError):
+    """A schema that is invalid or that the converter cannot enforce. The message is meant
+    for the client; ``keyword`` and ``path`` (a JSON pointer, ``#/...``) say where."""
+
+    def __init__(self, message: str, keyword: str | None = None, path: str = "#"):
+        super().__init__(message)
+        self.keyword = keyword
+        self.path = path
+
+
+def check_schema(schema) -> None:
+    """Raise SchemaError unless ``schema`` is valid under its meta-schema."""
+    if not isinstance(schema, (dict, bool)):
+        raise SchemaError(f"a JSON Schema must be an object or a boolean, not "
+                          f"{type(schema).__name__}")
+    cls = jsonschema.validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as e:
+        parts = [str(p).replace("~", "~0").replace("/", "~1") for p in e.path]
+        path = "#" + "".join("/" + p for p in parts)
+        keyword = parts[-1] if parts and not parts[-1].isdigit() else None
+        raise SchemaError(f"invalid JSON Schema at {path}: {e.message}", keyword, path) from None
+
+
+_warned = False
+
+
+def _converter(impl: str):
+    global _warned
+    if impl == "python":
+        from ._json_schema_py import convert
+        return convert
+    if impl != "cython":
+        raise ValueError(f"impl must be 'cython' or 'python', not {impl!r}")
+    try:
+        from ._json_schema import convert
+    except ImportError:   # not built (e.g. a plain checkout): the twin gives the same output
+        if not _warned:
+            log.warning("sampling._json_schema is not built; using the pure-Python converter")
+            _warned = True
+        from ._json_schema_py import convert
+    return convert
+
+
+def schema_to_grammar(schema: dict | bool, *, impl: str = "cython") -> str:
+    """The GBNF grammar (root rule ``root``) whose documents all validate against ``schema``."""
+    check_schema(schema)
+    return _converter(impl)(schema)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sampling.json_schema",
+        description="Print the GBNF grammar for a JSON Schema.")
+    parser.add_argument("schema", help="path of a JSON Schema file, or - to read stdin")
+    parser.add_argument("--impl", choices=("cython", "python"), default="cython",
+                        help="converter to use (default: cython)")
+    args = parser.parse_args(argv)
+    try:
+        if args.schema == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.schema, encoding="utf-8") as f:
+                text = f.read()
+        schema = json.loads(text)
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read a JSON schema from {args.schema}: {e}", file=sys.stderr)
+        return 2
+    try:
+        sys.stdout.write(schema_to_grammar(schema, impl=args.impl))
+    except SchemaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # run the imported module's main so that SchemaError is the class the converters raise
+    from sampling.json_schema import main as _main
+    sys.exit(_main())
