@@ -1,0 +1,59 @@
+"""GBNF constraints through libllama's own grammar engine (``llama_sampler_init_grammar``).
+
+``GrammarConstraint(vocab, gbnf)`` follows one generation: ``allows(token)`` checks a single
+token (cheap: the sampler chain samples first and only constrains the full vocabulary when
+the drawn token is rejected), ``constrain(logits)`` masks every rejected token to -inf,
+``accept(token)`` advances the grammar. When the grammar is complete libllama allows only
+end-of-generation tokens, so generation stops with EOS by itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from llama_lib import GrammarError
+from llama_lib.native_sampler import NativeSampler
+
+__all__ = ["GrammarConstraint", "validate_grammar", "GrammarError"]
+
+
+class GrammarConstraint:
+    def __init__(self, vocab, gbnf: str):
+        """Raises llama_lib.GrammarError when libllama cannot parse ``gbnf``."""
+        self._sampler = NativeSampler.grammar(vocab, gbnf, root="root")
+        self._ids = np.arange(vocab.n_tokens, dtype=np.int32)
+        self._one_id = np.zeros(1, dtype=np.int32)
+        self._one_logit = np.zeros(1, dtype=np.float32)
+
+    def allows(self, token: int) -> bool:
+        """Whether ``token`` may come next (EOG tokens: whether the grammar is complete)."""
+        self._one_id[0] = token
+        kept = self._sampler.apply(self._one_id, self._one_logit)
+        return len(kept.logits) == 1 and bool(np.isfinite(kept.logits[0]))
+
+    def constrain(self, logits: np.ndarray) -> np.ndarray:
+        """A float32 copy of ``logits`` (one per vocabulary token) with rejected tokens at -inf."""
+        if len(logits) != len(self._ids):
+            raise ValueError(f"expected {len(self._ids)} logits, got {len(logits)}")
+        # the grammar sampler only overwrites logits; it keeps the candidates' order and size
+        return self._sampler.apply(self._ids, logits).logits
+
+    def accept(self, token: int) -> None:
+        """Advance past ``token``, which must be allowed: libllama aborts the process on a
+        token its grammar rejects, so that is checked here first."""
+        if not self.allows(token):
+            raise ValueError(f"token {token} is not allowed by the grammar here")
+        self._sampler.accept(token)
+
+    def close(self) -> None:
+        self._sampler.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def validate_grammar(vocab, gbnf: str) -> None:
+    """Raise llama_lib.GrammarError ("Failed to parse grammar") unless libllama parses ``gbnf``."""
+    NativeSampler.grammar(vocab, gbnf, root="root").close()
