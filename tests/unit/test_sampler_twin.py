@@ -9,7 +9,7 @@ from sampling._reference import ReferenceChain
 from sampling.params import SamplingParams
 from sampling.sampler import (ChainPlan, Dist, Dry, DryBreakers, Greedy, MinP, Mirostat,
                               MirostatV2, Penalties, TailFree, Temperature, TopK, TopNSigma,
-                              TopP, Typical, Xtc, make_sampler)
+                              TopP, Typical, Xtc, build_plan, make_sampler)
 
 N_VOCAB = 49152
 HISTORY = tuple(int(t) for t in np.random.default_rng(7).integers(0, 300, 200)) + (5, 6, 7, 5, 6)
@@ -189,3 +189,118 @@ def test_both_implementations_generate_the_same_sequence():
             tokens.append(t)
         runs.append(tokens)
     assert runs[0] == runs[1]
+
+
+# --- hand-computed cases where libllama has no oracle -----------------------------------
+SMALL = 64
+
+
+def small_logits(probs) -> np.ndarray:
+    x = np.full(SMALL, -np.inf, np.float32)
+    x[: len(probs)] = np.log(np.asarray(probs, np.float64)).astype(np.float32)
+    return x
+
+
+def survivors(stages, x, history=(), n_vocab=SMALL):
+    plan = ChainPlan(n_vocab, tuple(stages), Dist(), 1, 0, history=tuple(history))
+    ours, twin = Chain(plan).apply(x), ReferenceChain(plan).apply(x)
+    assert_same_sets(ours, twin)
+    return ours
+
+
+@pytest.mark.parametrize("z, min_keep, kept", [(0.3, 0, 2), (0.5, 0, 3), (0.3, 3, 3),
+                                               (1.0, 0, 6)],
+                         ids=["z 0.3", "z 0.5", "min_keep 3", "z 1 is off"])
+def test_tail_free_by_hand(z, min_keep, kept):
+    # p = .30 .25 .20 .15 .06 .04: |second derivatives| = 0 0 .04 .07, normalized
+    # 0 0 .36 .64, cumulative 0 0 .36 1; the cut is the first index past z (at least
+    # min_keep, at least 1)
+    x = small_logits([0.30, 0.25, 0.20, 0.15, 0.06, 0.04])
+    ids, _, _ = survivors([TailFree(z, min_keep)] if z < 1 else [], x)
+    assert ids.tolist() == list(range(kept))
+
+
+class LetterVocab:
+    """A stand-in vocabulary: one token per byte."""
+    n_tokens = 256
+    nl = 10
+
+    def tokenize(self, text, add_special=False, parse_special=False):
+        return list(text.encode()) if isinstance(text, str) else list(text)
+
+
+def penalized_logits(params, prompt=(), accepted=(), n_ctx=0, impl="cython"):
+    sampler = make_sampler(params, 256, prompt, LetterVocab(), n_ctx, impl=impl)
+    for t in accepted:
+        sampler.accept(t)
+    ids, logits, _ = sampler.chain.apply(np.ones(256, np.float32))
+    return dict(zip(ids.tolist(), logits.tolist()))
+
+
+def test_penalty_history_is_the_prompt():
+    p = SamplingParams(repeat_penalty=2.0, frequency_penalty=0.1, samplers=("penalties",))
+    got = penalized_logits(p, prompt=[5, 5, 9])
+    assert got[5] == pytest.approx(1.0 / 2 - 0.2) and got[9] == pytest.approx(0.5 - 0.1)
+    assert got[1] == 1.0
+
+
+@pytest.mark.parametrize("impl", ["cython", "reference"])
+@pytest.mark.parametrize("penalty_prompt, penalized", [([7, 7, 8], {7: 0.3, 8: 0.4}),
+                                                       ("ab", {97: 0.4, 98: 0.4})],
+                         ids=["tokens", "string"])
+def test_penalty_prompt_replaces_the_prompt(impl, penalty_prompt, penalized):
+    p = SamplingParams(repeat_penalty=2.0, frequency_penalty=0.1, samplers=("penalties",),
+                       penalty_prompt=penalty_prompt)
+    got = penalized_logits(p, prompt=[5, 5, 9], accepted=[42], impl=impl)
+    for t, value in penalized.items():
+        assert got[t] == pytest.approx(value)
+    assert got[5] == 1.0 and got[9] == 1.0       # the prompt no longer counts
+    assert got[42] == pytest.approx(0.4)         # generated tokens are added after it
+
+
+@pytest.mark.parametrize("repeat_last_n, n_ctx, penalized", [
+    (2, 0, {3, 4}), (0, 0, set()), (-1, 3, {2, 3, 4}), (-1, 0, {1, 2, 3, 4})],
+    ids=["last 2", "0 is off", "-1 is the context size", "-1 without a context is all"])
+def test_repeat_last_n(repeat_last_n, n_ctx, penalized):
+    p = SamplingParams(repeat_penalty=2.0, repeat_last_n=repeat_last_n, samplers=("penalties",))
+    got = penalized_logits(p, prompt=[1, 2, 3, 4], n_ctx=n_ctx)
+    assert {t for t, v in got.items() if v != 1.0} == penalized
+
+
+@pytest.mark.parametrize("penalize_nl, nl_logit", [(False, 1.0), (True, 0.5)])
+def test_penalize_nl(penalize_nl, nl_logit):
+    p = SamplingParams(repeat_penalty=2.0, penalize_nl=penalize_nl, samplers=("penalties",))
+    got = penalized_logits(p, prompt=[10, 65])
+    assert got[10] == nl_logit and got[65] == 0.5
+
+
+def test_logit_bias_strings_bias_every_token_of_the_string():
+    p = SamplingParams(logit_bias=(("hi", 2.0), (300, 1.0), (5, -np.inf)), samplers=())
+    got = penalized_logits(p)
+    assert got[ord("h")] == 3.0 and got[ord("i")] == 3.0
+    assert 5 not in got and got[6] == 1.0
+
+
+def test_the_plan_holds_only_stages_that_change_anything():
+    p = SamplingParams(top_k=0, top_p=1.0, min_p=0.0, temperature=1.0, typical_p=1.0,
+                       tfs_z=1.0)
+    assert build_plan(p, SMALL).stages == ()
+    assert [s.kind for s in build_plan(SamplingParams(), SMALL).stages] == \
+        ["top_k", "top_p", "min_p", "temperature"]
+    assert [s.kind for s in build_plan(SamplingParams(samplers=("top_k", "top_k")), SMALL)
+            .stages] == ["top_k", "top_k"]
+    miro = build_plan(SamplingParams(mirostat=2, repeat_penalty=1.1), SMALL)
+    assert [s.kind for s in miro.stages] == ["penalties", "temperature"]
+    assert miro.final.kind == "mirostat_v2"
+
+
+def test_seed_minus_one_picks_a_fresh_seed_and_a_given_seed_repeats():
+    x = logits_of("normal")
+    flat = dict(top_k=0, top_p=1.0, min_p=0.0, temperature=3.0)
+
+    def draws(seed):
+        return [make_sampler(SamplingParams(seed=seed, **flat), N_VOCAB).sample(x)
+                for _ in range(2)]
+
+    assert len(set(draws(123))) == 1
+    assert len(set(draws(-1) + draws(-1))) > 1
