@@ -170,14 +170,20 @@ def run_completion(state, engine, body):
     params = sampling_for(body, state, engine.vocab)
     update_from_request(state, engine, body)
     token_lists = [tokenize_prompt(engine.vocab, p) for p in prompts]
+    return respond(state, engine, token_lists, prompts, multiple, options, params)
+
+
+def respond(state, engine, token_lists, prompts, multiple, options, params, *, system_prompt=True):
+    """Submit prepared prompts and answer in the seed's format (one result, an array of
+    them, or a stream); shared with /infill, whose FIM layout must not get the system prompt."""
     if options.stream:
         if multiple:
             raise BadRequest("streaming supports one prompt per request")
-        req = start(engine, token_lists[0], options, params)
+        req = start(engine, token_lists[0], options, params, system_prompt=system_prompt)
         return Response(stream_with_context(_stream(state, engine, req, params, prompts[0])),
                         mimetype="text/event-stream", headers={"Cache-Control": "no-cache",
                                                                "X-Accel-Buffering": "no"})
-    reqs = [start(engine, tokens, options, params) for tokens in token_lists]
+    reqs = [start(engine, tokens, options, params, system_prompt=system_prompt) for tokens in token_lists]
     results = []
     for i, (req, prompt) in enumerate(zip(reqs, prompts)):
         got = collect(engine, req)
