@@ -37,6 +37,8 @@ class EngineConfig:
     max_queue: int = 0
     n_predict: int = -1               # server-wide default/limit (-n)
     special: bool = False             # render special tokens in output text
+    grp_attn_n: int = 1               # self-extend group factor (1: off)
+    grp_attn_w: int = 512             # self-extend window
 
 
 class _SlotText:
@@ -56,10 +58,16 @@ class Engine:
         self.vocab = model.vocab
         self.config = config
         self.n_ctx_slot = context.n_ctx_seq if context.n_ctx_seq else context.n_ctx // config.n_slots
+        group_attn = (config.grp_attn_n, config.grp_attn_w) if config.grp_attn_n > 1 else None
+        if group_attn and not context.can_shift:
+            raise ValueError("self-extend needs a KV cache whose positions can be edited; this model's cannot")
+        # as llama-server: self-extend replaces context shift
         self.scheduler = Scheduler(config.n_slots, self.n_ctx_slot, min(config.n_batch, context.n_batch),
                                    cont_batching=config.cont_batching,
-                                   context_shift=config.context_shift and context.can_shift,
-                                   max_queue=config.max_queue)
+                                   context_shift=config.context_shift and context.can_shift and not group_attn,
+                                   max_queue=config.max_queue, group_attn=group_attn)
+        self.lora_adapters: list = []     # LoraAdapter objects loaded with the model (--lora)
+        self.lora_scales: list[float] = []
         self.sampler_factory = sampler_factory or make_sampler
         self.bridge = bridge or make_bridge()
         self.observer = observer          # metrics hooks: on_admit/on_token/on_finish
@@ -92,6 +100,22 @@ class Engine:
         self._inbox.append(("req", req))
         self._wake.set()
         return req
+
+    def submit_many(self, reqs: list[Request]) -> list[Request]:
+        """Submit requests the loop must see together, so that one schedule() can put them
+        in one batch (several embedding inputs, one decode). One ``deque.extend`` of a list
+        is a single C call under the GIL: the engine thread drains none of them or all."""
+        if len(reqs) <= 1 or not self._running:
+            return [self.submit(req) for req in reqs]
+        cap = self.config.max_queue
+        if cap and self.n_waiting + len(reqs) + sum(1 for k, _ in self._inbox if k == "req") > cap \
+                and self.scheduler.n_idle < len(reqs):
+            raise QueueFull()
+        for req in reqs:
+            req.mailbox = Mailbox(self.bridge)
+        self._inbox.extend([("req", req) for req in reqs])
+        self._wake.set()
+        return reqs
 
     def abort(self, req_id: int) -> None:
         self._inbox.append(("abort", req_id))
@@ -188,10 +212,14 @@ class Engine:
                     slot = self.scheduler.slots[seq]
                     slot.pending = slot.cache_tokens[:] + slot.pending
                     slot.cache_tokens = []
-            else:
+            elif op[0] == "shift":
                 _, seq, n_keep, n_discard, n_past = op
                 self.ctx.seq_rm(seq, n_keep, n_keep + n_discard)
                 self.ctx.seq_add(seq, n_keep + n_discard, n_past, -n_discard)
+            elif op[0] == "add":
+                self.ctx.seq_add(*op[1:])
+            else:   # "div"
+                self.ctx.seq_div(*op[1:])
 
     def _step(self, plan: Plan) -> None:
         self._apply_kv_ops(plan)
@@ -394,6 +422,17 @@ class Engine:
         for slot in idle:
             slot.cache_tokens = list(tokens)
         return len(idle)
+
+    def set_lora(self, scales: list[float]) -> None:
+        """Apply ``self.lora_adapters`` with these scales (one per adapter; 0 leaves it out of
+        the graph). Cached prompts were computed with the old weights, so no slot reuses its
+        cache afterwards; requests already running go on with the new scales."""
+        if len(scales) != len(self.lora_adapters):
+            raise ValueError(f"{len(scales)} scales for {len(self.lora_adapters)} adapters")
+        active = [(a, s) for a, s in zip(self.lora_adapters, scales) if s != 0.0]
+        self.ctx.set_lora([a for a, _ in active], [s for _, s in active])
+        self.lora_scales = [float(s) for s in scales]
+        self.scheduler.forget_caches()
 
     # --- introspection (engine thread via call(), or racy reads for /health) -----------
     def slot_states(self) -> list[dict]:

@@ -21,9 +21,9 @@ import math
 import numpy as np
 from flask import Blueprint, jsonify
 
-from llama_lib.engine import GenerationOptions
+from llama_lib.engine import GenerationOptions, QueueFull, Request
 
-from ..completion import collect, json_body, start, tokenize_prompt
+from ..completion import collect, json_body, tokenize_prompt
 from ..errors import ApiError, BadRequest
 from .openai import check_known_fields, response_model
 
@@ -136,10 +136,13 @@ def _embed(engine, inputs: list, key: str, norm: int) -> list[tuple[list, int]]:
                              n_prompt_tokens=len(tokens), n_ubatch=limit)
         token_lists.append(tokens)
     options = GenerationOptions(n_predict=0, cache_prompt=False, truncate_prompt=False, embedding=True)
-    requests = []
+    requests = [Request(prompt_tokens=tokens, options=options) for tokens in token_lists]
     try:
-        for tokens in token_lists:
-            requests.append(start(engine, tokens, options, None))
+        engine.submit_many(requests)     # seen together: the scheduler batches them
+    except QueueFull:
+        raise ApiError("the server is busy: the request queue is full", "unavailable_error", 503,
+                       headers={"Retry-After": "1"}) from None
+    try:
         finals = [collect(engine, req).final for req in requests]
     except BaseException:
         for req in requests:
