@@ -40,8 +40,9 @@ FLAGS: list[Flag] = [
     F("-hff --hf-file", "hf_file", "str", None, "file in the Hugging Face repository", planned="model download (issue #6)"),
     F("-hf", "hf", "str", None, "Hugging Face repo[:quant] shorthand", planned="model download (issue #6)"),
     F("-hft --hf-token", "hf_token", "str", None, "Hugging Face access token (default: $HF_TOKEN)", env=("HF_TOKEN",)),
-    F("--lora", "lora", "list", [], "LoRA adapter (repeatable)", planned="LoRA adapters (issue #6)"),
-    F("--lora-scaled", "lora_scaled", "pair", [], "LoRA adapter with a scale: FNAME SCALE (repeatable)", planned="LoRA adapters (issue #6)"),
+    F("--lora", "lora", "list", [], "LoRA adapter, scale 1 (repeatable, or comma-separated)", metavar="FNAME"),
+    F("--lora-scaled", "lora_scaled", "pair", [], "LoRA adapter with a scale: FNAME SCALE (repeatable)"),
+    F("--lora-init-without-apply", "lora_init_without_apply", "on", False, "load the LoRA adapters with scale 0 (set scales later with POST /lora-adapters)"),
     F("--lora-base", "lora_base", "str", None, "base model for LoRA layers (accepted; libllama applies adapters to the loaded model)"),
     F("--check-tensors", "check_tensors", "on", False, "validate tensor data while loading"),
     # --- threads and memory ---------------------------------------------------------------------
@@ -77,8 +78,8 @@ FLAGS: list[Flag] = [
     F("--yarn-attn-factor", "yarn_attn_factor", "float", -1.0, "YaRN magnitude scaling factor (-1: from the model)"),
     F("--yarn-beta-slow", "yarn_beta_slow", "float", -1.0, "YaRN high correction dim (-1: from the model)"),
     F("--yarn-beta-fast", "yarn_beta_fast", "float", -1.0, "YaRN low correction dim (-1: from the model)"),
-    F("-gan --grp-attn-n", "grp_attn_n", "int", 1, "self-extend group factor", planned="self-extend (issue #6)"),
-    F("-gaw --grp-attn-w", "grp_attn_w", "int", 512, "self-extend group width", planned="self-extend (issue #6)"),
+    F("-gan --grp-attn-n", "grp_attn_n", "int", 1, "self-extend group factor (1: off; on, it replaces context shift)"),
+    F("-gaw --grp-attn-w", "grp_attn_w", "int", 512, "self-extend group width (a multiple of --grp-attn-n)"),
     # --- generation defaults ------------------------------------------------------------------------
     F("-n --predict --n-predict", "n_predict", "int", -1, "tokens to predict per request at most (-1: no limit)"),
     F("--keep", "keep", "int", 0, "default n_keep: prompt tokens kept on context shift (-1: all)"),

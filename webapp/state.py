@@ -138,6 +138,31 @@ def check_startup_settings(settings) -> None:
             raise SystemExit(f"error: {which}: {exc}") from None
     if settings.pooling == "rank":
         raise SystemExit("error: --pooling rank is for reranking, which is not supported yet")
+    if settings.grp_attn_n != 1:
+        from llama_lib.engine.self_extend import GroupAttention
+        try:
+            GroupAttention(settings.grp_attn_n, settings.grp_attn_w)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    for path, _scale in lora_specs(settings):
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: LoRA adapter not found: {path}")
+
+
+def lora_specs(settings) -> list[tuple[str, float]]:
+    """(path, scale) of every adapter: --lora (scale 1; a comma-separated list is accepted,
+    as llama-server now takes) then --lora-scaled FNAME SCALE (in the environment,
+    LLAMA_ARG_LORA_SCALED=FNAME:SCALE,...)."""
+    specs = [(path, 1.0) for value in settings.lora for path in value.split(",") if path]
+    scaled = settings.lora_scaled
+    if isinstance(scaled, str):
+        scaled = [item.rsplit(":", 1) if ":" in item else (item, "") for item in scaled.split(",") if item]
+    for path, scale in scaled:
+        try:
+            specs.append((path, float(scale)))
+        except ValueError:
+            raise SystemExit(f"error: --lora-scaled {path}: the scale {scale!r} is not a number") from None
+    return specs
 
 
 def _chat_template_for(settings, engine):
@@ -189,7 +214,12 @@ def build_engine(settings, bridge=None):
     engine = Engine(model, ctx, EngineConfig(
         n_slots=n_parallel, n_batch=n_batch, cont_batching=settings.cont_batching,
         context_shift=settings.context_shift, max_queue=settings.max_queue,
-        n_predict=settings.n_predict, special=settings.special), bridge=bridge)
+        n_predict=settings.n_predict, special=settings.special,
+        grp_attn_n=settings.grp_attn_n, grp_attn_w=settings.grp_attn_w), bridge=bridge)
+    specs = lora_specs(settings)
+    if specs:
+        engine.lora_adapters = [model.load_lora(path) for path, _ in specs]
+        engine.set_lora([0.0 if settings.lora_init_without_apply else scale for _, scale in specs])
     _warmup(engine)
     engine.start()
     logger.info("model loaded: %s (%s), n_ctx %d over %d slot(s), %d threads",

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from .request import Request, Status
+from .self_extend import GroupAttention
 from .slots import Slot, common_prefix
 
 __all__ = ["Scheduler", "Plan", "PlanEntry", "QueueFull"]
@@ -38,7 +39,9 @@ class PlanEntry:
 @dataclass
 class Plan:
     entries: list[PlanEntry] = field(default_factory=list)
-    kv_ops: list[tuple] = field(default_factory=list)   # ("rm", seq, p0, p1) | ("shift", seq, keep, discard, n_past)
+    # ("rm", seq, p0, p1) | ("shift", seq, keep, discard, n_past) | self-extend's
+    # ("add", seq, p0, p1, delta) and ("div", seq, p0, p1, d); applied in order before the batch
+    kv_ops: list[tuple] = field(default_factory=list)
     admitted: list[Request] = field(default_factory=list)
     finished: list[Request] = field(default_factory=list)    # failed at admission
     context_full: list[Slot] = field(default_factory=list)   # out of room, no shift: the engine ends them
@@ -60,7 +63,8 @@ def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
 
 class Scheduler:
     def __init__(self, n_slots: int, n_ctx_slot: int, n_batch: int, *, cont_batching: bool = True,
-                 context_shift: bool = True, max_queue: int = 0):
+                 context_shift: bool = True, max_queue: int = 0,
+                 group_attn: tuple[int, int] | None = None):
         self.slots = [Slot(i, n_ctx_slot) for i in range(n_slots)]
         self.n_ctx_slot = n_ctx_slot
         self.n_batch = n_batch
@@ -70,6 +74,8 @@ class Scheduler:
         self.waiting: collections.deque[Request] = collections.deque()
         self._last_used = [0.0] * n_slots
         self.shared_prefix: list[int] = []   # the system prompt: kept even without cache_prompt
+        self.group_attn = GroupAttention(*group_attn) if group_attn else None   # self-extend
+        self._no_reuse: set[int] = set()     # slots whose cache must not serve as a prefix
 
     # --- queue ------------------------------------------------------------------------
     def add(self, req: Request) -> None:
@@ -139,6 +145,11 @@ class Scheduler:
             keep = min(common_prefix(slot.cache_tokens, prompt), len(prompt) - 1)
         elif self.shared_prefix and not req.options.embedding:
             keep = min(common_prefix(slot.cache_tokens, prompt), len(self.shared_prefix), len(prompt) - 1)
+        if slot.id in self._no_reuse or (self.group_attn and self.group_attn.grouped(slot.id)):
+            keep = 0     # stale (see forget_caches), or grouped: N tokens share a position
+        self._no_reuse.discard(slot.id)
+        if keep == 0 and self.group_attn:
+            self.group_attn.reset(slot.id)
         plan.kv_ops.append(("rm", slot.id, keep, -1))
         slot.cache_tokens = slot.cache_tokens[:keep]
         slot.pending = list(prompt[keep:])
@@ -166,7 +177,7 @@ class Scheduler:
             if slot.n_past + 1 > self.n_ctx_slot and not self._shift(slot, plan):
                 plan.context_full.append(slot)
                 continue
-            plan.entries.append(PlanEntry(slot, slot.pending[:1], slot.n_past, True))
+            plan.entries.append(PlanEntry(slot, slot.pending[:1], self._position(slot, plan), True))
             budget -= 1
         if plan.entries and not self.cont_batching:
             return plan
@@ -185,12 +196,28 @@ class Scheduler:
             if embedding_entries:
                 continue
             n = min(len(slot.pending), budget)
-            plan.entries.append(PlanEntry(slot, slot.pending[:n], slot.n_past, n == len(slot.pending)))
+            first_pos = self._position(slot, plan)
+            if self.group_attn:
+                n = min(n, self.group_attn.room(slot.id, slot.n_past))
+            plan.entries.append(PlanEntry(slot, slot.pending[:n], first_pos, n == len(slot.pending)))
             budget -= n
         if embedding_entries and not plan.entries:
             plan.entries = embedding_entries
             plan.embedding = True
         return plan
+
+    def _position(self, slot: Slot, plan: Plan) -> int:
+        """Where the slot's next tokens go: n_past, or with self-extend the grouped position
+        (after the groupings that are due, added to the plan's KV edits)."""
+        if self.group_attn is None:
+            return slot.n_past
+        self.group_attn.group(slot.id, slot.n_past, plan.kv_ops)
+        return self.group_attn.position(slot.id, slot.n_past)
+
+    def forget_caches(self) -> None:
+        """No slot reuses its cached tokens as a prefix any more (e.g. the LoRA scales
+        changed, so the cached keys and values were computed with other weights)."""
+        self._no_reuse.update(s.id for s in self.slots)
 
     def _shift(self, slot: Slot, plan: Plan) -> bool:
         """Context shift: drop half of the tokens after n_keep, as the seed's server did."""
