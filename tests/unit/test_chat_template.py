@@ -424,3 +424,39 @@ def test_normalize_joins_text_parts_with_newlines():
 def test_normalize_rejects_bad_messages_naming_the_field(messages, error):
     with pytest.raises(ChatTemplateError, match=f"^{error}$"):
         normalize_messages(messages)
+
+
+# --- through the chat route (fake engine) -----------------------------------------
+
+
+def chat_app(template):
+    from webapp import create_app
+    from webapp.cli import parse_settings
+
+    from .fakes import FakeEngine
+
+    engine = FakeEngine("ok")
+    app = create_app(parse_settings(["--chat-template", template], environ={}), engine)
+    return app.test_client(), engine
+
+
+def test_a_template_that_writes_bos_gets_no_second_one():
+    client, engine = chat_app("{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}")
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.get_json()
+    # the fake vocab's BOS text is "<s>" and its tokens are bytes + 1; BOS itself is token 0
+    assert engine.submitted[0].prompt_tokens == [b + 1 for b in b"<s>hi"]
+
+
+def test_a_template_without_bos_gets_the_tokenizer_one():
+    client, engine = chat_app("{% for m in messages %}{{ m.content }}{% endfor %}")
+    client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert engine.submitted[0].prompt_tokens == [0] + [b + 1 for b in b"hi"]
+
+
+def test_a_render_failure_is_a_400_for_the_request():
+    client, engine = chat_app("{{ messages.__class__ }}")
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400
+    assert r.get_json()["error"]["type"] == "invalid_request_error"
+    assert "unsafe" in r.get_json()["error"]["message"] and not engine.submitted
