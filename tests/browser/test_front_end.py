@@ -282,33 +282,47 @@ def test_phone_sized_window_has_no_horizontal_overflow(new_page, srv):
     assert page.errors == []
 
 
-def test_the_api_key_dialog_stores_the_key_and_sends_it(new_page, srv):
-    """The UI side alone: a 401 asks for the key; the key goes out as a Bearer token."""
+def test_a_character_split_across_tokens_keeps_the_spans_around_it(new_page, srv):
     page = new_page()
-    open_ui(page, srv, mode="completion")
-    set_settings(page, n_predict=4)
-    seen = []
+    open_ui(page, srv)
+    html = page.evaluate("""async () => {
+        const { renderText } = await import('/static/js/render.js');
+        const el = document.createElement('div');
+        renderText(el, 'a\\u{1F600}b!', [{content: 'a'}, {content: '\\uFFFD'}, {content: '\\uFFFD'},
+                                        {content: 'b'}, {content: '?'}]);
+        return el.innerHTML;
+    }""")
+    assert html == ('<span class="tok" data-tok="0">a</span>\U0001F600'
+                    '<span class="tok" data-tok="3">b</span>!')
 
-    def guard(route):
-        auth = route.request.headers.get("authorization")
-        seen.append(auth)
-        if auth != "Bearer right-key":
-            route.fulfill(status=401, content_type="application/json",
-                          body=json.dumps({"error": {"code": 401, "message": "Invalid API Key",
-                                                     "type": "authentication_error"}}))
-        else:
-            route.continue_()
 
-    page.route("**/completion", guard)
-    page.fill("#completion-prompt", "Hello")
-    page.click("#completion-run")
-    page.locator("#api-key-dialog").wait_for(state="visible")
-    assert "Invalid API Key" in page.inner_text("#completion-meta")
-    page.fill("#api-key-input", "right-key")
+@pytest.fixture(scope="module")
+def keyed(server_factory):
+    return server_factory("--api-key", "sekrit", "-np", "1", "-c", "1024")
+
+
+def test_with_api_key_the_page_asks_for_it_and_sends_it(new_page, keyed):
+    page = new_page()
+    config = open_ui(page, keyed)
+    assert config["api_key_required"] is True
+    dialog = page.locator("#api-key-dialog")
+    dialog.wait_for(state="visible")
+    page.fill("#api-key-input", "wrong")
     page.click("#api-key-save")
-    assert page.is_hidden("#api-key-dialog")
-    page.click("#completion-run")
-    wait_idle(page)
-    assert seen == [None, "Bearer right-key"]
-    assert page.inner_text("#completion-output")
-    assert page.evaluate("localStorage.getItem('llama-server-py:api-key')") == "right-key"
+    assert dialog.is_hidden()
+    set_settings(page, n_predict=4)
+    with page.expect_request(posted(page, config["urls"]["chat"] or "/completion")) as first:
+        reply = send_chat(page, "Hi")
+    assert first.value.headers["authorization"] == "Bearer wrong"
+    assert "Invalid API Key" in reply.locator(".meta").inner_text()
+    dialog.wait_for(state="visible")                      # a 401 asks again
+    page.fill("#api-key-input", "sekrit")
+    page.click("#api-key-save")
+    with page.expect_request(posted(page, config["urls"]["chat"] or "/completion")) as second:
+        reply = send_chat(page, "Hi")
+    assert second.value.headers["authorization"] == "Bearer sekrit"
+    assert reply.locator(".content").inner_text().strip()
+    page.reload()
+    page.wait_for_function("document.body.dataset.mode !== undefined")
+    assert dialog.is_hidden()                             # the key was kept
+    assert page.evaluate("localStorage.getItem('llama-server-py:api-key')") == "sekrit"

@@ -3,10 +3,14 @@
 
 import { describeTimings } from './api.js';
 
+// How far ahead a token's text may be found: a token that is only part of a UTF-8 character
+// has no text of its own, so the next token's text starts a character or two later.
+const SLACK = 8;
+
 /**
  * Fill `el` with `text`. When `probs` is given, each token whose text continues `text` gets
- * a span carrying its index; whatever the tokens do not cover (text held back for a stop
- * string, say) follows as plain text.
+ * a span carrying its index; whatever the tokens do not cover (a character split across
+ * tokens, text held back for a stop string) stays plain text.
  */
 export function renderText(el, text, probs) {
   el.replaceChildren();
@@ -14,7 +18,11 @@ export function renderText(el, text, probs) {
   if (Array.isArray(probs)) {
     probs.forEach((tok, i) => {
       const piece = typeof tok.content === 'string' ? tok.content : '';
-      if (!piece || !text.startsWith(piece, pos)) return;
+      const ahead = piece ? text.slice(pos, pos + SLACK + piece.length).indexOf(piece) : -1;
+      if (ahead < 0) return;
+      const at = pos + ahead;
+      if (at > pos) el.append(document.createTextNode(text.slice(pos, at)));
+      pos = at;
       const span = document.createElement('span');
       span.className = 'tok';
       span.dataset.tok = String(i);
