@@ -70,6 +70,7 @@ def test_page_loads_without_console_errors(new_page, srv):
     page = new_page()
     config = open_ui(page, srv)
     assert config["urls"]["completion"] == "/completion"
+    assert config["urls"]["chat"] == "/v1/chat/completions"
     assert page.get_attribute("#tab-chat", "aria-selected") == "true"
     assert page.is_visible("#chat-empty")
     page.click("#tab-completion")
@@ -78,10 +79,23 @@ def test_page_loads_without_console_errors(new_page, srv):
     assert page.errors == []
 
 
+def test_without_a_chat_route_only_completion_mode_is_offered(new_page, srv):
+    def no_chat(route):
+        html = route.fetch().text().replace('"chat": "/v1/chat/completions"', '"chat": null')
+        route.fulfill(body=html, content_type="text/html")
+
+    page = new_page()
+    page.route(srv.url + "/", no_chat)
+    config = open_ui(page, srv)
+    assert config["urls"]["chat"] is None
+    assert page.is_hidden("#tab-chat") and page.is_visible("#completion-prompt")
+    assert page.errors == []
+
+
 def test_a_chat_message_streams_a_reply_with_timings(new_page, srv):
     page = new_page()
     config = open_ui(page, srv)
-    set_settings(page, n_predict=16, temperature=0)
+    set_settings(page, n_predict=12, temperature=0)
     page.evaluate("""() => {
         window.snapshots = [];
         new MutationObserver(() => {
@@ -89,7 +103,7 @@ def test_a_chat_message_streams_a_reply_with_timings(new_page, srv):
             if (c && c.textContent) window.snapshots.push(c.textContent);
         }).observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true});
     }""")
-    with page.expect_request(posted(page, config["urls"]["chat"] or "/completion")) as req:
+    with page.expect_request(posted(page, config["urls"]["chat"])) as req:
         reply = send_chat(page, "Write a short poem about the sea.")
     assert req.value.post_data_json["stream"] is True
     text = reply.locator(".content").inner_text()
@@ -130,12 +144,12 @@ def test_stop_ends_generation_and_frees_the_slot(new_page, srv):
 def test_completion_mode_streams_what_the_server_generates(new_page, srv):
     page = new_page()
     open_ui(page, srv, mode="completion")
-    set_settings(page, n_predict=12, temperature=0)
+    set_settings(page, n_predict=6, temperature=0)
     prompt = "The three primary colors are"
     page.fill("#completion-prompt", prompt)
     page.click("#completion-run")
     wait_idle(page)
-    expected = srv.post("/completion", json={"prompt": prompt, "n_predict": 12, "temperature": 0}).json()
+    expected = srv.post("/completion", json={"prompt": prompt, "n_predict": 6, "temperature": 0}).json()
     assert page.inner_text("#completion-output") == expected["content"]
     assert "tokens/s" in page.inner_text("#completion-meta")
     screenshot(page, "completion-desktop")
@@ -174,16 +188,13 @@ def test_settings_change_the_chat_request(new_page, srv):
     config = open_ui(page, srv)
     set_settings(page, system="Answer with true or false.", n_predict=8, temperature=0, n_probs=3,
                  json_schema='{"type": "boolean"}')
-    with page.expect_request(posted(page, config["urls"]["chat"] or "/completion")) as req:
+    with page.expect_request(posted(page, config["urls"]["chat"])) as req:
         reply = send_chat(page, "Is water wet?")
     body = req.value.post_data_json
     assert body["json_schema"] == {"type": "boolean"} and body["temperature"] == 0
-    if config["urls"]["chat"]:
-        assert body["messages"] == [{"role": "system", "content": "Answer with true or false."},
-                                    {"role": "user", "content": "Is water wet?"}]
-        assert body["max_tokens"] == 8 and body["logprobs"] is True and body["top_logprobs"] == 3
-    else:
-        assert body["prompt"].startswith("Answer with true or false.\nUser: Is water wet?")
+    assert body["messages"] == [{"role": "system", "content": "Answer with true or false."},
+                                {"role": "user", "content": "Is water wet?"}]
+    assert body["max_tokens"] == 8 and body["logprobs"] is True and body["top_logprobs"] == 3
     assert reply.locator(".content").inner_text().strip() in ("true", "false")
 
 
@@ -228,7 +239,7 @@ def test_token_probabilities_show_on_hover(new_page, srv, mode):
 def test_conversation_and_settings_survive_a_reload(new_page, srv):
     page = new_page()
     open_ui(page, srv)
-    set_settings(page, n_predict=6, system="Be brief.")
+    set_settings(page, n_predict=4, system="Be brief.")
     send_chat(page, "Hello!")
     before = page.locator("#messages .message").all_inner_texts()
     page.click("#tab-completion")
@@ -239,7 +250,7 @@ def test_conversation_and_settings_survive_a_reload(new_page, srv):
     assert page.input_value("#completion-prompt") == "kept prompt"
     page.click("#tab-chat")
     assert page.locator("#messages .message").all_inner_texts() == before
-    assert page.input_value("#settings-form [name=n_predict]") == "6"
+    assert page.input_value("#settings-form [name=n_predict]") == "4"
     assert page.input_value("#settings-form [name=system]") == "Be brief."
     page.click("#new-conversation")
     page.reload()
@@ -261,7 +272,7 @@ OVERFLOW = """() => {
 def test_phone_sized_window_has_no_horizontal_overflow(new_page, srv):
     page = new_page(PHONE, is_mobile=True, has_touch=True)
     open_ui(page, srv)
-    set_settings(page, n_predict=8, temperature=0)
+    set_settings(page, n_predict=4, temperature=0)
     page.click("#settings-close")
     assert page.is_hidden("#settings")
     send_chat(page, "https://example.com/" + "a-very-long-path-without-spaces" * 8)
@@ -311,14 +322,14 @@ def test_with_api_key_the_page_asks_for_it_and_sends_it(new_page, keyed):
     page.click("#api-key-save")
     assert dialog.is_hidden()
     set_settings(page, n_predict=4)
-    with page.expect_request(posted(page, config["urls"]["chat"] or "/completion")) as first:
+    with page.expect_request(posted(page, config["urls"]["chat"])) as first:
         reply = send_chat(page, "Hi")
     assert first.value.headers["authorization"] == "Bearer wrong"
     assert "Invalid API Key" in reply.locator(".meta").inner_text()
     dialog.wait_for(state="visible")                      # a 401 asks again
     page.fill("#api-key-input", "sekrit")
     page.click("#api-key-save")
-    with page.expect_request(posted(page, config["urls"]["chat"] or "/completion")) as second:
+    with page.expect_request(posted(page, config["urls"]["chat"])) as second:
         reply = send_chat(page, "Hi")
     assert second.value.headers["authorization"] == "Bearer sekrit"
     assert reply.locator(".content").inner_text().strip()

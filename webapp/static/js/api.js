@@ -15,18 +15,10 @@ export async function* streamCompletion(urls, settings, prompt, config) {
   }
 }
 
-/**
- * Stream a chat reply. With an OpenAI chat endpoint the server applies the model's chat
- * template; without one, a plain transcript goes to `/completion`.
- */
+/** Stream a chat reply (OpenAI `POST /v1/chat/completions`; the server applies the template). */
 export async function* streamChat(urls, settings, messages, config) {
   const turns = messages.map(({ role, content }) => ({ role, content }));
   if (settings.system && settings.system.trim()) turns.unshift({ role: 'system', content: settings.system });
-  if (!urls.chat) {
-    yield* streamCompletion(urls, { ...settings, stop: [settings.stop, '\\nUser:'].filter(Boolean).join('\n') },
-      transcript(turns), config);
-    return;
-  }
   const body = { messages: turns, stream: true, cache_prompt: true, ...samplingFields(settings) };
   if (settings.n_predict >= 0) body.max_tokens = settings.n_predict;
   if (settings.n_probs > 0) {
@@ -36,11 +28,6 @@ export async function* streamChat(urls, settings, messages, config) {
   for await (const chunk of streamJSON(urls.chat, body, config)) {
     yield fromChat(chunk.data);
   }
-}
-
-function transcript(turns) {
-  const names = { system: '', user: 'User: ', assistant: 'Assistant: ' };
-  return turns.map((t) => names[t.role] + t.content).join('\n') + '\nAssistant:';
 }
 
 function fromNative(data) {

@@ -19,6 +19,7 @@ let running = null;   // {controller, mode} while a request streams
 // ---------------------------------------------------------------------------- modes
 
 function setMode(mode) {
+  if (!config.urls.chat) mode = 'completion';   // a server without the OpenAI chat route
   state.mode = mode;
   for (const tab of document.querySelectorAll('[data-mode]')) {
     tab.setAttribute('aria-selected', String(tab.dataset.mode === mode));
@@ -32,6 +33,7 @@ function setMode(mode) {
 for (const tab of document.querySelectorAll('[data-mode]')) {
   tab.addEventListener('click', () => setMode(tab.dataset.mode));
 }
+$('tab-chat').hidden = !config.urls.chat;
 
 // ---------------------------------------------------------------------------- settings
 
