@@ -106,7 +106,7 @@ def test_a_chat_message_streams_a_reply_with_timings(new_page, srv):
     with page.expect_request(posted(page, config["urls"]["chat"])) as req:
         reply = send_chat(page, "Write a short poem about the sea.")
     assert req.value.post_data_json["stream"] is True
-    text = reply.locator(".content").inner_text()
+    text = reply.locator(".content").text_content()
     assert text.strip()
     snapshots = page.evaluate("window.snapshots")
     assert len(set(snapshots)) >= 3, snapshots          # it grew as tokens arrived

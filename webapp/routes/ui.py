@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, current_app, render_template, request, send_file
+from werkzeug.exceptions import HTTPException
 from werkzeug.security import safe_join
 
 from ..errors import ApiError
@@ -53,7 +54,7 @@ def _route_exists(path: str, method: str) -> bool:
     adapter = current_app.url_map.bind("localhost")
     try:
         adapter.match(path, method=method)
-    except Exception:   # NotFound / MethodNotAllowed / RequestRedirect: not a plain match
+    except HTTPException:   # NotFound, MethodNotAllowed, RequestRedirect: not a plain match
         return False
     return True
 
