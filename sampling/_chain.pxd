@@ -37,6 +37,7 @@ cdef struct cands_t:
     Py_ssize_t size           # compact set size (>= 1)
     bint sorted               # data[:size] is in descending logit order
     cand_t* scratch           # capacity n_vocab, for kernels that need a second buffer
+    uint64_t* keys            # capacity 2 * n_vocab, for the radix sort
 
 
 cdef struct rng_t:            # xoshiro256**, seeded through splitmix64
@@ -98,7 +99,7 @@ cdef float full_logit(const cands_t* c, int32_t token) noexcept nogil
 cdef void set_full_logit(cands_t* c, int32_t token, float logit) noexcept nogil
 cdef void flush_edits(cands_t* c) noexcept nogil          # full set: logits + edits -> `work`
 cdef void materialize(cands_t* c) noexcept nogil          # full -> compact, id order
-cdef void sort_desc(cands_t* c) noexcept nogil            # compact, by (logit desc, id asc)
+cdef void sort_desc(cands_t* c) noexcept nogil            # compact, by (logit desc, id asc); p unset
 cdef void softmax(cands_t* c) noexcept nogil              # fills p; float32 sum like libllama's
 cdef void softmax_final(cands_t* c) noexcept nogil        # fills p; double sum (draws, n_probs)
 cdef Py_ssize_t select_top(const float* logits, Py_ssize_t n, Py_ssize_t k,

@@ -107,7 +107,8 @@ def softmax_final(c: Cands) -> np.ndarray:
 
 
 def _entropy(p: np.ndarray) -> np.float32:
-    return _fsum(np.where(p > 0, -p * _log(p), F32(0)))
+    with np.errstate(invalid="ignore"):
+        return _fsum(np.where(p > 0, -p * _log(p), F32(0)))
 
 
 # --- cutting stages ---------------------------------------------------------------------
@@ -321,31 +322,34 @@ def draw(c: Cands, r: float) -> tuple[Cands, np.ndarray, int]:
 
 
 def mirostat(c: Cands, mu: float, n_vocab: int, m: int = 100) -> Cands:
-    """Mirostat 1's cut: estimate the Zipf exponent from the top m, keep the top k."""
+    """Mirostat 1's cut: estimate the Zipf exponent s from the top m (log(p_i / p_i+1) is
+    l_i - l_i+1), keep the top k that makes the expected surprise mu."""
     c = sort_desc(c)
     if c.size == 1:
         return c
-    p = softmax(c)
-    i = np.arange(min(m - 1, c.size - 1))
+    top = c.logits[: min(m, c.size)]
+    i = np.arange(len(top) - 1)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         t = _log((i + 2).astype(F32) / (i + 1).astype(F32))
-        b = _log(p[i] / p[i + 1])
+        b = top[:-1] - top[1:]
         s_hat = _fsum(t * b) / _fsum(t * t)
         eps = s_hat - F32(1)
         k = np.power((eps * np.power(F32(2), F32(mu))) / (F32(1) - np.power(F32(n_vocab), -eps)),
                      F32(1) / s_hat)
-    size = 1 if not k >= 1 else (c.size if k >= c.size else int(k))
-    return _take(c, slice(0, size), True)
+    return top_k(c, 1 if not k >= 1 else (c.size if k >= c.size else int(k)))
 
 
 def mirostat_v2(c: Cands, mu: float) -> Cands:
-    c = sort_desc(c)
-    p = softmax(c)
-    with np.errstate(divide="ignore"):
-        surprise = -np.log2(p.astype(np.float64)).astype(F32)
-    over = np.flatnonzero(surprise > F32(mu))
-    size = int(over[0]) if over.size else c.size
-    return _take(c, slice(0, max(size, 1)), True)
+    """Mirostat 2's cut: keep the tokens whose surprise -log2 p is at most mu (the best one
+    if none), i.e. whose logit is at least max + ln(sum of exp) - mu ln 2."""
+    c = materialize(c)
+    mx = c.logits.max()
+    total = np.cumsum(_exp(c.logits - mx).astype(np.float64))[-1]
+    floor = float(mx) + math.log(total) - float(F32(mu)) * math.log(2.0)
+    keep = c.logits.astype(np.float64) >= floor
+    if not keep.any():
+        keep[int(np.argmax(c.logits))] = True
+    return sort_desc(_take(c, keep, False))
 
 
 # --- rng ----------------------------------------------------------------------------------

@@ -304,3 +304,15 @@ def test_seed_minus_one_picks_a_fresh_seed_and_a_given_seed_repeats():
 
     assert len(set(draws(123))) == 1
     assert len(set(draws(-1) + draws(-1))) > 1
+
+
+def test_sorting_orders_by_logit_then_id_across_signs_and_zeros():
+    x = np.array([0.0, -0.0, 1.5, -1.5, 0.0, -7.25, 1e30, -1e30, 1e-40, -1e-40] * 10,
+                 np.float32)
+    ids, logits, _ = Chain(plan((Typical(0.999999),), history=())).apply(
+        np.resize(x, N_VOCAB).astype(np.float32))
+    order = np.lexsort((ids, -logits))
+    np.testing.assert_array_equal(order, np.arange(len(ids)))
+    assert_same_sets((ids, logits, _),
+                     ReferenceChain(plan((Typical(0.999999),), history=())).apply(
+                         np.resize(x, N_VOCAB).astype(np.float32)))
