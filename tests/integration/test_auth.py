@@ -26,7 +26,7 @@ def key_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def secured(server_factory, key_file):
-    return server_factory("-np", "1", "-c", "512", "--api-key", "key-one", "--api-key-file", str(key_file))
+    return server_factory("-np", "1", "-c", "512", "-t", "1", "--api-key", "key-one", "--api-key-file", str(key_file))
 
 
 def client_for(srv, key):

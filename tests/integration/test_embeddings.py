@@ -16,7 +16,7 @@ TEXTS = ["hello world", "The quick brown fox jumps over the lazy dog, again and 
 @pytest.fixture(scope="module")
 def mean_server(server_factory):
     return server_factory("--embeddings", "--pooling", "mean", "-np", "4", "-c", "2048", "-ub", "64",
-                          "--metrics")
+                          "--metrics", "-t", "1")
 
 
 def decode_calls(srv) -> float:
@@ -117,7 +117,8 @@ def test_sdk_raises_bad_request_for_a_too_long_input(client):
         embed(client, "word " * 200)
 
 
-def test_without_the_flag_embeddings_are_not_supported(server):
+def test_without_the_flag_embeddings_are_not_supported(server_factory):
+    server = server_factory("-np", "4", "-c", "4096", "-t", "1")
     for path, body in (("/v1/embeddings", {"input": "x"}), ("/embedding", {"content": "x"})):
         r = server.post(path, json=body)
         assert r.status_code == 501
@@ -126,7 +127,7 @@ def test_without_the_flag_embeddings_are_not_supported(server):
 
 def test_model_default_pooling_is_none_for_a_causal_lm(server_factory):
     """As llama-server: without --pooling, SmolLM2's (no pooling metadata) is none."""
-    srv = server_factory("--embeddings", "-np", "2", "-c", "512")
+    srv = server_factory("--embeddings", "-np", "2", "-c", "512", "-t", "1")
     r = srv.post("/embedding", json={"content": "hello world"})
     assert r.status_code == 200
     per_token = r.json()["embedding"]

@@ -15,6 +15,13 @@ HELLO = [{"role": "user", "content": "Name three colors."}]
 
 
 @pytest.fixture(scope="module")
+def server(server_factory):
+    """-np 4 -c 4096 as the default server, with one thread: on a busy machine libllama's
+    threads spin-waiting for each other cost far more than a second thread gains."""
+    return server_factory("-np", "4", "-c", "4096", "-t", "1")
+
+
+@pytest.fixture(scope="module")
 def client(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
 

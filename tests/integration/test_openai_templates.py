@@ -22,7 +22,7 @@ CUSTOM = ("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
 def file_server(server_factory, tmp_path_factory):
     path = tmp_path_factory.mktemp("template") / "chat.jinja"
     path.write_text(CUSTOM)
-    return server_factory("-np", "1", "-c", "512", "--chat-template-file", str(path))
+    return server_factory("-np", "1", "-c", "512", "-t", "1", "--chat-template-file", str(path))
 
 
 def n_tokens(srv, text: str) -> int:
@@ -50,7 +50,7 @@ def test_a_last_assistant_message_is_continued(file_server):
     pytest.param("{{ cycler.__init__.__globals__.os.popen('id').read() }}", id="globals-os"),
 ])
 def test_a_template_reaching_python_internals_is_a_bad_request(server_factory, template):
-    srv = server_factory("-np", "1", "-c", "256", "--chat-template", template)
+    srv = server_factory("-np", "1", "-c", "256", "-t", "1", "--chat-template", template)
     r = requests.post(srv.url + "/v1/chat/completions",
                       json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}, timeout=30)
     assert r.status_code == 400
