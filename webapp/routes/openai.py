@@ -18,6 +18,7 @@ Differences from the native ``/completion`` that are on purpose (as in llama-ser
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -267,9 +268,12 @@ def response_model(body: dict, state) -> str:
     return model if isinstance(model, str) and model else state.model_id
 
 
+@functools.cache
 def fingerprint() -> str:
-    from .native import _lib_version
-    return "b" + _lib_version()
+    """``system_fingerprint``: the libllama build, as llama-server reports its build."""
+    from llama_lib import library
+    raw = library().llama_version()
+    return "b" + (raw.decode() if raw else "unknown")
 
 
 def finish_reason(final: FinalEvent) -> str:
