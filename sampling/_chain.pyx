@@ -130,7 +130,7 @@ cdef inline float max2(float a, float b) noexcept nogil:
 
 
 cdef inline float block_max(const float* x) noexcept nogil:
-    """The largest of x[0:16], as a branch-free tree the compiler turns into SIMD max."""
+    """The largest of x[0:16]: a branch-free tree of maxss, no data-dependent jumps."""
     cdef float a0 = max2(x[0], x[8]), a1 = max2(x[1], x[9]), a2 = max2(x[2], x[10])
     cdef float a3 = max2(x[3], x[11]), a4 = max2(x[4], x[12]), a5 = max2(x[5], x[13])
     cdef float a6 = max2(x[6], x[14]), a7 = max2(x[7], x[15])
@@ -140,8 +140,9 @@ cdef inline float block_max(const float* x) noexcept nogil:
 cdef Py_ssize_t select_top(const float* logits, Py_ssize_t n, Py_ssize_t k,
                            cand_t* out) noexcept nogil:
     # One pass with a running floor, 16 logits at a time: a block whose maximum does not
-    # beat the k-th best so far is skipped after one SIMD max. On the 49152 vocab with
-    # k=40 this takes ~15 us, against ~150 us for a partial sort of a materialized set.
+    # beat the k-th best so far is skipped after one branch instead of sixteen. On the
+    # 49152 vocab with k=40 (warm cache): ~25 us, against ~100 us with a branch per logit
+    # and ~150 us for a partial sort of a materialized set.
     cdef Py_ssize_t i, j, count = 0
     cdef float v, floor = -INFINITY
     if k > n:
@@ -823,8 +824,8 @@ cdef int32_t argmax_token(cands_t* c) noexcept nogil:
         return c.data[best].id
     if c.n_edits:
         return top.id if select_top_edited(c, 1, &top) else 0
-    # blocks of 16 through a SIMD max, the first block that raises the best is scanned:
-    # ~4x faster than one compare-and-branch per logit
+    # blocks of 16 through block_max; only a block that raises the best is scanned:
+    # measured 21 us against 34 us with one compare-and-branch per logit
     mx = L[0]
     i = 0
     while i + 16 <= c.n_vocab:
