@@ -213,7 +213,7 @@ def start(engine, tokens: list[int], options: GenerationOptions, params, *,
                        headers={"Retry-After": "1"}) from None
 
 
-def call_engine(engine, fn, timeout: float = 10.0):
+def call_engine(engine, fn, timeout: float = 30.0):
     """Run fn(engine) on the engine thread between decodes and return its result (or raise
     its exception); 503 if the engine does not get to it within timeout seconds."""
     box = engine.call(fn)
