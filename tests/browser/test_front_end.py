@@ -309,7 +309,7 @@ def test_a_character_split_across_tokens_keeps_the_spans_around_it(new_page, srv
 
 @pytest.fixture(scope="module")
 def keyed(server_factory):
-    return server_factory("--api-key", "sekrit", "-np", "1", "-c", "1024")
+    return server_factory("--api-key", "sekrit", "-np", "1", "-c", "1024", "-t", "1")
 
 
 def test_with_api_key_the_page_asks_for_it_and_sends_it(new_page, keyed):

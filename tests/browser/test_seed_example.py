@@ -80,7 +80,7 @@ def site(tmp_path_factory):
 @pytest.fixture(scope="module")
 def srv(server_factory, site):
     # -n caps every request: the example asks for the seed's default of 500 tokens.
-    return server_factory("--path", str(site), "-n", "8", "-np", "1", "-c", "1024")
+    return server_factory("--path", str(site), "-n", "8", "-np", "1", "-c", "1024", "-t", "1")
 
 
 def test_the_seed_example_page_writes_the_streamed_jokes(new_page, srv):
