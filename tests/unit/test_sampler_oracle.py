@@ -249,3 +249,65 @@ def test_mirostat_cut_and_mu_follow_libllama(n_vocab, version, tau, eta):
         ids, logits, _ = chain.candidates()
         assert_same_candidates((ids, logits), (out.ids, out.logits))
         chain.accept(out.token)     # libllama's draw drives both mu updates
+
+
+# --- the grammar hook: sample first, constrain only on rejection -------------------------
+class EvenTokensOnly:
+    """A stand-in grammar that allows even token ids and counts what it is asked."""
+
+    def __init__(self):
+        self.constrained = 0
+        self.accepted = []
+
+    def allows(self, token):
+        return token % 2 == 0
+
+    def constrain(self, logits):
+        self.constrained += 1
+        out = np.array(logits, np.float32, copy=True)
+        out[1::2] = -np.inf
+        return out
+
+    def accept(self, token):
+        assert self.allows(token)
+        self.accepted.append(token)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
+def test_grammar_constrains_only_after_a_rejected_draw(n_vocab, temperature):
+    from sampling.params import SamplingParams
+    from sampling.sampler import Sampler, build_plan
+    grammar = EvenTokensOnly()
+    plan = build_plan(SamplingParams(temperature=temperature, seed=3, n_probs=2), n_vocab)
+    sampler = Sampler(Chain(plan), grammar)
+    for step in range(20):
+        before = grammar.constrained
+        token = sampler.sample(make_logits("peaked", n_vocab, seed=step))
+        assert token % 2 == 0
+        if grammar.constrained > before:    # probabilities then come from the constrained set
+            assert all(t % 2 == 0 for t, _ in sampler.last_probs)
+        sampler.accept(token)
+    assert 0 < grammar.constrained < 20
+    assert len(grammar.accepted) == 20
+
+
+def test_make_sampler_builds_the_request_grammar(vocab, n_vocab):
+    from sampling import make_sampler
+    from sampling.params import SamplingParams
+    sampler = make_sampler(SamplingParams(grammar='root ::= "yes" | "no"', seed=1), n_vocab,
+                           vocab=vocab)
+    text = b""
+    for step in range(4):
+        token = sampler.sample(make_logits("random", n_vocab, seed=step))
+        if vocab.is_eog(token):
+            break
+        sampler.accept(token)
+        text += vocab.piece(token)
+    assert text in (b"yes", b"no")
+
+
+def test_a_bad_grammar_raises_grammar_error(vocab, n_vocab):
+    from sampling import make_sampler
+    from sampling.params import SamplingParams
+    with pytest.raises(llama_lib.GrammarError):
+        make_sampler(SamplingParams(grammar="root ::= (", seed=1), n_vocab, vocab=vocab)
