@@ -328,10 +328,9 @@ def build_plan(params: SamplingParams, n_vocab: int, prompt_tokens=(), vocab=Non
 class Sampler:
     """A chain plus, when the request has one, a grammar checked after the draw."""
 
-    def __init__(self, chain, grammar=None, params: SamplingParams | None = None):
+    def __init__(self, chain, grammar=None):
         self.chain = chain
         self.grammar = grammar
-        self.params = params
         self.seed = chain.seed
         self.last_probs: list[tuple[int, float]] | None = None
 
@@ -365,4 +364,4 @@ def make_sampler(params: SamplingParams, n_vocab: int, prompt_tokens=(), vocab=N
     if params.grammar:
         from .grammar import GrammarConstraint
         grammar = GrammarConstraint(vocab, params.grammar)
-    return Sampler(Chain(plan), grammar, params)
+    return Sampler(Chain(plan), grammar)
