@@ -26,12 +26,12 @@ def fim_path(tmp_path_factory, model_path):
 
 @pytest.fixture(scope="session")
 def psm(server_factory, fim_path):
-    return server_factory("-m", fim_path, "-np", "1", "-c", "1024")
+    return server_factory("-m", fim_path, "-t", "1", "-np", "1", "-c", "1024")
 
 
 @pytest.fixture(scope="session")
 def spm(server_factory, fim_path):
-    return server_factory("-m", fim_path, "-np", "1", "-c", "1024", "--spm-infill")
+    return server_factory("-m", fim_path, "-t", "1", "-np", "1", "-c", "1024", "--spm-infill")
 
 
 def tokens(srv, text):
@@ -111,8 +111,8 @@ def test_streaming_infill_matches_the_plain_answer(psm):
 
 
 @pytest.mark.slow
-def test_a_model_without_fim_tokens_answers_501(server):
-    r = server.post("/infill", json={"input_prefix": "a", "input_suffix": "b"})
+def test_a_model_without_fim_tokens_answers_501(server_factory):
+    r = server_factory("-t", "1", "-np", "1", "-c", "512").post("/infill", json={"input_prefix": "a", "input_suffix": "b"})
     assert r.status_code == 501
     err = r.json()["error"]
     assert err["type"] == "not_supported_error" and err["code"] == 501
