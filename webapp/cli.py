@@ -100,7 +100,8 @@ def parse_settings(argv=None, environ=None) -> Settings:
         parser.error(f"not supported yet: {names}")
     settings = Settings(**values)
     settings.explicit = explicit
-    if not settings.model:
+    downloading = settings.model_url or settings.hf or settings.hf_repo or settings.hf_file
+    if not settings.model and not downloading:   # a download sets it in main()
         from llama_lib import default_model_path
         settings.model = default_model_path()
         if not settings.model:
@@ -122,6 +123,12 @@ def main(argv=None) -> int:
 
     settings = parse_settings(argv)
     configure_logging(settings)
+    from .download import DownloadError, resolve_model
+    try:
+        resolve_model(settings)       # before listening: a failed download exits here
+    except DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     from .server import serve
     return serve(settings)
 
