@@ -42,7 +42,10 @@ def make_blueprint(state) -> Blueprint:
     bp = Blueprint("slots", __name__)
     save_dir = os.path.realpath(state.settings.slot_save_path) if state.settings.slot_save_path else None
     if save_dir:
-        os.makedirs(save_dir, exist_ok=True)
+        try:
+            os.makedirs(save_dir, exist_ok=True)
+        except OSError as exc:
+            raise SystemExit(f"error: --slot-save-path: cannot use {save_dir}: {exc.strerror or exc}") from None
 
     @bp.get("/slots")
     def get_slots():
