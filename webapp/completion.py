@@ -19,6 +19,7 @@ from .errors import ApiError, BadRequest
 __all__ = ["json_body", "tokenize_prompt", "parse_options", "sampling_for", "start",
            "stream_events", "collect", "Collected", "probs_seed_format", "WAIT_SLICE", "call_engine"]
 
+CLIENT_CLOSED = 499
 WAIT_SLICE = 1.0   # seconds a waiting greenlet sleeps between checks of its client
 
 
@@ -269,6 +270,10 @@ def collect(engine, req: Request) -> Collected:
                 parts.append(ev.text)
                 out.final = ev
     out.text = "".join(parts)
+    if out.final is None:
+        # stream_events only ends without a final event when the client left: nobody reads
+        # this answer, but the access log and metrics should say what happened (nginx's 499)
+        raise ApiError("the client closed the connection", "invalid_request_error", CLIENT_CLOSED)
     raise_for_failure(out.final)
     return out
 

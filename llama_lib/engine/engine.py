@@ -433,22 +433,3 @@ class Engine:
         self.ctx.set_lora([a for a, _ in active], [s for _, s in active])
         self.lora_scales = [float(s) for s in scales]
         self.scheduler.forget_caches()
-
-    # --- introspection (engine thread via call(), or racy reads for /health) -----------
-    def slot_states(self) -> list[dict]:
-        out = []
-        for slot in self.scheduler.slots:
-            req = slot.request
-            out.append({
-                "id": slot.id,
-                "is_processing": req is not None,
-                "state": 0 if req is None else 1,
-                "n_ctx": self.n_ctx_slot,
-                "n_past": slot.n_past,
-                "n_cache_tokens": len(slot.cache_tokens),
-                "id_task": req.id if req else -1,
-                "n_decoded": req.n_generated if req else 0,
-                "request": req,
-                "last_prompt": slot.last_prompt,
-            })
-        return out

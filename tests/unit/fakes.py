@@ -62,6 +62,3 @@ class FakeEngine:
 
     def abort(self, req_id):
         self.aborted.append(req_id)
-
-    def slot_states(self):
-        return []
