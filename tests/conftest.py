@@ -29,10 +29,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, args: tuple[str, ...], env: dict | None = None, log_name: str = "server"):
+    def __init__(self, args: tuple[str, ...], env: dict | None = None, log_name: str = "server",
+                 scheme: str = "http", verify=True):
         self.args = args
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.verify = verify          # for https: the CA bundle (e.g. the self-signed cert) to trust
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"{log_name}-{self.port}.log"
         full_env = dict(os.environ)
@@ -49,7 +51,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                r = requests.get(self.url + "/health", timeout=1)
+                r = requests.get(self.url + "/health", timeout=1, verify=self.verify)
                 if r.status_code == 200:
                     return self
             except requests.RequestException:
@@ -64,9 +66,11 @@ class ServerProcess:
             return ""
 
     def post(self, path: str, json=None, **kw):
+        kw.setdefault("verify", self.verify)
         return requests.post(self.url + path, json=json, timeout=kw.pop("timeout", 120), **kw)
 
     def get(self, path: str, **kw):
+        kw.setdefault("verify", self.verify)
         return requests.get(self.url + path, timeout=kw.pop("timeout", 30), **kw)
 
     def stop(self) -> int | None:

@@ -48,10 +48,11 @@ def serve(settings) -> int:
             return env
 
     spawn = Pool(settings.threads_http) if settings.threads_http and settings.threads_http > 0 else "default"
+    tls = _tls_args(settings)
     server = WSGIServer((settings.host, settings.port), app, handler_class=Handler, spawn=spawn,
-                        log=None, error_log=logging.getLogger("webapp.wsgi"))
+                        log=None, error_log=logging.getLogger("webapp.wsgi"), **tls)
     server.start()
-    logger.info("listening on http://%s:%d", settings.host, server.server_port)
+    logger.info("listening on %s://%s:%d", "https" if tls else "http", settings.host, server.server_port)
     start_real_thread(state.load)
 
     stopped = gevent.event.Event()
@@ -72,6 +73,24 @@ def serve(settings) -> int:
         pass
     logger.info("stopped")
     return 0
+
+
+def _tls_args(settings) -> dict:
+    """gevent's TLS arguments for --ssl-key-file/--ssl-cert-file, checked once here so that a
+    bad pair stops startup with one line instead of failing every handshake."""
+    key, cert = settings.ssl_key_file, settings.ssl_cert_file
+    if not key and not cert:
+        return {}
+    if not key or not cert:
+        raise SystemExit("error: TLS needs both --ssl-key-file and --ssl-cert-file")
+    import ssl
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: TLS file not found: {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise SystemExit(f"error: cannot use {cert} / {key} for TLS: {exc}") from None
+    return {"keyfile": key, "certfile": cert}
 
 
 def _graceful_stop(server, state, in_flight, drain_s: float = 5.0) -> None:
