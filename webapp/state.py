@@ -186,6 +186,9 @@ def build_engine(settings, bridge=None):
     import llama_lib
     from llama_lib.engine import Engine, EngineConfig
 
+    if not settings.model:   # download flags without webapp.cli.main (e.g. `flask --app webapp run`)
+        from .download import resolve_model
+        resolve_model(settings)
     llama_lib.load(settings.lib_path)
     threads = settings.threads if settings.threads > 0 else (os.cpu_count() or 1)
     threads_batch = settings.threads_batch if settings.threads_batch > 0 else threads

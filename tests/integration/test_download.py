@@ -316,3 +316,18 @@ def test_an_unreachable_server_is_one_line_and_leaves_nothing(cache):
     with pytest.raises(DownloadError, match="cannot download"):
         fetch_url("http://127.0.0.1:1/model.gguf", stream=quiet())
     assert not cache.exists() or os.listdir(cache) == []
+
+
+@pytest.mark.slow
+def test_create_app_from_the_environment_downloads_too(files, cache, monkeypatch):
+    from webapp import create_app
+    monkeypatch.setenv("LLAMA_ARG_MODEL_URL", files.url + "/files/model.gguf")
+    monkeypatch.setenv("LLAMA_ARG_THREADS", "1")
+    monkeypatch.setenv("LLAMA_ARG_CTX_SIZE", "256")
+    app = create_app()
+    engine = app.extensions["llama"].engine
+    try:
+        assert app.test_client().get("/health").get_json()["status"] == "ok"
+        assert engine.model.path == str(cache / "model.gguf")
+    finally:
+        engine.stop()
