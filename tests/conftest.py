@@ -3,7 +3,8 @@
 ``server_factory(*args, env=None)`` starts the real server (``python -m webapp.cli``) as a
 subprocess on a free port with the default model and waits for ``/health``. Calls with the
 same arguments share one process for the whole session; everything is stopped at the end.
-``server`` is a default instance (``-np 4 -c 4096``).
+``server`` is a default instance (``-np 4 -c 4096``). Servers run one libllama thread
+(``-t 1``) unless the arguments say otherwise.
 """
 from __future__ import annotations
 
@@ -41,8 +42,12 @@ class ServerProcess:
         full_env.update(env or {})
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         self._log = open(self.log_path, "wb")
+        # One libllama thread unless a test asks for more: the test process needs the other
+        # core, and libllama's spinning threads slow down badly when they must share one.
+        threads = () if {"-t", "--threads"} & set(args) else ("-t", "1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "webapp.cli", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            [sys.executable, "-m", "webapp.cli", "--host", "127.0.0.1", "--port", str(self.port),
+             *threads, *args],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60.0) -> "ServerProcess":
