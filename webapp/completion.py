@@ -7,6 +7,7 @@ when the client goes away) or ``collect()``.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 from flask import current_app, request
@@ -232,12 +233,15 @@ def stream_events(engine, req: Request, watch_client: bool = False):
     """Yield lists of events as they come; abort the request if the consumer stops early
     (or, with watch_client, if the client closes its connection while we wait)."""
     done = False
+    next_check = time.monotonic() + WAIT_SLICE
     try:
         while not done:
             events = req.mailbox.get(WAIT_SLICE)
-            if not events:
-                if watch_client and client_gone():
+            if watch_client and time.monotonic() >= next_check:
+                next_check = time.monotonic() + WAIT_SLICE
+                if client_gone():
                     return
+            if not events:
                 continue
             for ev in events:
                 if isinstance(ev, FinalEvent):
