@@ -23,26 +23,38 @@ class GrammarConstraint:
         self._ids = np.arange(vocab.n_tokens, dtype=np.int32)
         self._one_id = np.zeros(1, dtype=np.int32)
         self._one_logit = np.zeros(1, dtype=np.float32)
+        # What is already known about the next token, so that accept() need not ask libllama
+        # again: the last token allows() passed, and the mask of the last constrain().
+        self._passed = -1
+        self._mask: np.ndarray | None = None
 
     def allows(self, token: int) -> bool:
         """Whether ``token`` may come next (EOG tokens: whether the grammar is complete)."""
         self._one_id[0] = token
         kept = self._sampler.apply(self._one_id, self._one_logit)
-        return len(kept.logits) == 1 and bool(np.isfinite(kept.logits[0]))
+        ok = len(kept.logits) == 1 and bool(np.isfinite(kept.logits[0]))
+        if ok:
+            self._passed = token
+        return ok
 
     def constrain(self, logits: np.ndarray) -> np.ndarray:
         """A float32 copy of ``logits`` (one per vocabulary token) with rejected tokens at -inf."""
         if len(logits) != len(self._ids):
             raise ValueError(f"expected {len(self._ids)} logits, got {len(logits)}")
         # the grammar sampler only overwrites logits; it keeps the candidates' order and size
-        return self._sampler.apply(self._ids, logits).logits
+        out = self._sampler.apply(self._ids, logits).logits
+        self._mask = np.isfinite(out)
+        return out
 
     def accept(self, token: int) -> None:
         """Advance past ``token``, which must be allowed: libllama aborts the process on a
         token its grammar rejects, so that is checked here first."""
-        if not self.allows(token):
+        known = token == self._passed or (self._mask is not None
+                                          and 0 <= token < len(self._mask) and self._mask[token])
+        if not known and not self.allows(token):
             raise ValueError(f"token {token} is not allowed by the grammar here")
         self._sampler.accept(token)
+        self._passed, self._mask = -1, None
 
     def close(self) -> None:
         self._sampler.close()

@@ -76,6 +76,9 @@ def test_constrain_masks_exactly_the_rejected_tokens(vocab):
         for t in list(np.flatnonzero(kept)[:20]) + list(rng.integers(0, vocab.n_tokens, 200)):
             assert g.allows(int(t)) == bool(kept[t])
         assert not kept[vocab.eos]
+        with pytest.raises(ValueError):
+            g.accept(int(np.flatnonzero(~kept)[0]))   # a masked token is refused after constrain
+        g.accept(int(np.flatnonzero(kept)[0]))
 
 
 def test_constrain_after_completion_leaves_only_end_of_generation(vocab):
