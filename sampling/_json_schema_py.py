@@ -41,15 +41,13 @@ MAX_INT_DIGITS = 16    # an integer with no upper bound gets at most this many d
 MAX_FRAC_DIGITS = 15
 MAX_PRODUCT = 64       # allOf of several anyOf lists multiplies out at most this many alternatives
 
-ANNOTATIONS = frozenset({
-    "title", "description", "examples", "$schema", "$id", "default", "$comment", "deprecated",
-    "readOnly", "writeOnly", "$defs", "definitions", "$anchor", "$vocabulary",
-    "contentEncoding", "contentMediaType", "contentSchema"})
+# Every keyword a validator enforces is either handled (KNOWN) or refused (UNSUPPORTED); all
+# others (title, description, $defs, ...) annotate, and are ignored as validators ignore them.
 UNSUPPORTED = frozenset({
     "not", "if", "then", "else", "patternProperties", "dependentRequired", "dependentSchemas",
     "dependencies", "multipleOf", "contains", "minContains", "maxContains", "propertyNames",
     "unevaluatedProperties", "unevaluatedItems", "$dynamicRef", "$dynamicAnchor",
-    "$recursiveRef", "$recursiveAnchor"})
+    "$recursiveRef", "$recursiveAnchor", "extends", "disallow", "divisibleBy"})
 OBJECT_KEYWORDS = ("properties", "required", "additionalProperties", "minProperties", "maxProperties")
 ARRAY_KEYWORDS = ("items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems")
 STRING_KEYWORDS = ("minLength", "maxLength", "pattern", "format")
@@ -94,14 +92,15 @@ BUILTINS = {   # name -> (body, rules it uses)
 }
 FORMATS = ("date", "time", "date-time", "uuid", "ipv4")
 
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _TIME_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)",
                       re.ASCII)
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 
 def _is_date(s):
-    try:
-        return len(s) == 10 and date.fromisoformat(s).year >= 1000
+    try:   # the regex first: fromisoformat also takes week dates such as 2023-W01-1
+        return _DATE_RE.fullmatch(s) is not None and date.fromisoformat(s).year >= 1000
     except ValueError:
         return False
 

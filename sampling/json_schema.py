@@ -38,8 +38,11 @@ def check_schema(schema) -> None:
     if not isinstance(schema, (dict, bool)):
         raise SchemaError(f"a JSON Schema must be an object or a boolean, not "
                           f"{type(schema).__name__}")
-    error = jsonschema.exceptions.best_match(
-        _meta_validator(jsonschema.validators.validator_for(schema)).iter_errors(schema))
+    cls = jsonschema.validators.validator_for(schema)
+    if cls is jsonschema.Draft3Validator:
+        raise SchemaError("JSON Schema draft 3 is not supported; use draft 4 or later",
+                          "$schema", "#")
+    error = jsonschema.exceptions.best_match(_meta_validator(cls).iter_errors(schema))
     if error is not None:
         parts = [str(p).replace("~", "~0").replace("/", "~1") for p in error.path]
         path = "#" + "".join("/" + p for p in parts)

@@ -266,6 +266,7 @@ UNSUPPORTED = {
     "maxProperties": {"type": "object", "additionalProperties": True, "maxProperties": 2},
     "propertyNames": {"propertyNames": {"maxLength": 3}},
     "unevaluatedProperties": {"unevaluatedProperties": False},
+    "disallow": {"$schema": "http://json-schema.org/draft-04/schema#", "disallow": "string"},
     "format": {"type": "string", "format": "email"},
     "$ref": {"$ref": "https://example.com/schema.json"},
     "$ref-anchor": {"$ref": "#node"},
@@ -291,6 +292,7 @@ INVALID = {
     "enum-not-array": {"enum": "a"},
     "pattern-invalid-regex": {"type": "string", "pattern": "(unclosed"},
     "not-a-schema": ["string"],
+    "draft-3": {"$schema": "http://json-schema.org/draft-03/schema#", "type": "string"},
 }
 
 IMPOSSIBLE = {
