@@ -2,7 +2,8 @@
 the right output (the tests run both and compare).
 
 ``convert(schema) -> str`` is a pure function. It trusts that the schema already passed its
-meta-schema (``json_schema.schema_to_grammar`` checks that first).
+meta-schema (``json_schema.schema_to_grammar`` checks that first). This module walks the
+schema; ``_json_schema_scalars_py`` spells numbers in ranges and strings matching patterns.
 
 Soundness comes first: every document the grammar accepts validates against the schema. The
 grammar may be narrower than the schema (properties in schema order, no other keys unless
@@ -26,19 +27,18 @@ import ipaddress
 import json
 import re
 from datetime import date
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from urllib.parse import unquote
 
 import jsonschema
 
+from ._json_schema_scalars_py import (NOT_RAW, Regex, bound, class_body, group, join, literal,
+                                     norm, num_range, rep)
 from .json_schema import SchemaError
 
 __all__ = ["convert"]
 
 MAX_REPEAT = 2000      # libllama's MAX_REPETITION_THRESHOLD: a larger {m,n} bound becomes "unbounded"
 CHUNK = 1000           # larger bounds are split into repetitions of a CHUNK-sized rule
-MAX_INT_DIGITS = 16    # an integer with no upper bound gets at most this many digits
-MAX_FRAC_DIGITS = 15
 MAX_PRODUCT = 64       # allOf of several anyOf lists multiplies out at most this many alternatives
 
 # Every keyword a validator enforces is either handled (KNOWN) or refused (UNSUPPORTED); all
@@ -128,13 +128,8 @@ class _Empty(SchemaError):
     """No value satisfies this (sub)schema; an anyOf alternative like this is dropped."""
 
 
-# --- text helpers -------------------------------------------------------------------------
+# --- schema helpers -----------------------------------------------------------------------
 _RULE_CHARS = re.compile(r"[^a-zA-Z0-9-]+")
-_LITERAL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _literal(text):
-    return '"' + "".join(_LITERAL_ESCAPES.get(c, c) for c in text) + '"'
 
 
 def _dump(value):
@@ -143,26 +138,6 @@ def _dump(value):
 
 def _same(a, b):
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def _join(*parts):
-    return " ".join(p for p in parts if p)
-
-
-def _group(alts):
-    alts = list(dict.fromkeys(alts))
-    return alts[0] if len(alts) == 1 else "( " + " | ".join(alts) + " )"
-
-
-def _rep(atom, lo, hi):
-    """``atom`` repeated lo..hi times (hi None: unbounded), for bounds libllama keeps."""
-    if hi == 0:
-        return ""
-    if hi is None:
-        return atom + ("*" if lo == 0 else "+" if lo == 1 else "{%d,}" % lo)
-    if lo == hi:
-        return atom if lo == 1 else "%s{%d}" % (atom, lo)
-    return atom + "?" if (lo, hi) == (0, 1) else "%s{%d,%d}" % (atom, lo, hi)
 
 
 def _without(schema, keys):
@@ -203,438 +178,6 @@ def _kind(value):
     if isinstance(value, float):
         return "integer" if value.is_integer() else "number"
     return {str: "string", list: "array", dict: "object"}.get(type(value), "null")
-
-
-# --- code point sets (sorted, merged (lo, hi) ranges) ---------------------------------------
-def _norm(ranges):
-    out = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def _subtract(ranges, cut):
-    out = []
-    for lo, hi in _norm(ranges):
-        for clo, chi in _norm(cut):
-            if chi < lo or clo > hi:
-                continue
-            if clo > lo:
-                out.append((lo, clo - 1))
-            lo = chi + 1
-            if lo > hi:
-                break
-        if lo <= hi:
-            out.append((lo, hi))
-    return out
-
-
-def _contains(ranges, cp):
-    return any(lo <= cp <= hi for lo, hi in ranges)
-
-
-def _class_char(cp):
-    if 0x20 < cp < 0x7F and chr(cp) not in '\\]-^"':
-        return chr(cp)
-    if cp == 0x20:
-        return " "
-    return "\\x%02X" % cp if cp < 0x80 else "\\u%04X" % cp if cp <= 0xFFFF else "\\U%08X" % cp
-
-
-def _class_body(ranges):
-    return "".join(_class_char(lo) if lo == hi else _class_char(lo) + "-" + _class_char(hi)
-                   for lo, hi in ranges)
-
-
-# ASCII-only sets for the shorthand classes: a subset of both Python's (Unicode) and
-# JavaScript's meaning, so whatever the grammar emits matches under either.
-SHORTHANDS = {
-    "d": [(48, 57)],
-    "w": [(48, 57), (65, 90), (95, 95), (97, 122)],
-    "s": [(9, 13), (32, 32)],
-}
-SHORTHANDS["D"] = _subtract([(0, 127)], SHORTHANDS["d"])
-SHORTHANDS["W"] = _subtract([(0, 127)], SHORTHANDS["w"])
-SHORTHANDS["S"] = _subtract([(0, 127)], [(9, 13), (28, 32)])
-JSON_ESCAPES = ((0x22, '\\"'), (0x5C, "\\\\"), (0x08, "\\b"), (0x09, "\\t"), (0x0A, "\\n"),
-                (0x0C, "\\f"), (0x0D, "\\r"))
-NOT_RAW = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]   # characters JSON must escape
-
-
-def _encode_class(ranges, negated):
-    """A GBNF expression for one character of the set, spelled as inside a JSON string.
-    Control characters without a short escape are left out (a narrowing)."""
-    if negated:
-        raw = "[^" + _class_body(_norm(ranges + NOT_RAW)) + "]"
-        escapes = [e for cp, e in JSON_ESCAPES if not _contains(ranges, cp)]
-    else:
-        kept = _subtract(ranges, NOT_RAW)
-        raw = "[" + _class_body(kept) + "]" if kept else ""
-        escapes = [e for cp, e in JSON_ESCAPES if _contains(ranges, cp)]
-    alts = ([raw] if raw else []) + [_literal(e) for e in escapes]
-    return _group(alts) if alts else None
-
-
-# --- numeric ranges ---------------------------------------------------------------------------
-def _digits(lo, hi):
-    return "[%d]" % lo if lo == hi else "[%d-%d]" % (lo, hi)
-
-
-def _same_len(lo, hi):
-    """Alternatives matching the decimal strings lo..hi, both of the same length."""
-    if lo == hi:
-        return [_literal(lo)]
-    i = 0
-    while lo[i] == hi[i]:
-        i += 1
-    a, b, k = int(lo[i]), int(hi[i]), len(lo) - i - 1
-    if k == 0:
-        alts = [_digits(a, b)]
-    else:
-        alts = []
-        start, end = a, b
-        if lo[i + 1:] != "0" * k:
-            alts.append(_join(_literal(lo[i]), _group(_same_len(lo[i + 1:], "9" * k))))
-            start = a + 1
-        if hi[i + 1:] != "9" * k:
-            end = b - 1
-        if start <= end:
-            alts.append(_join(_digits(start, end), _rep("[0-9]", k, k)))
-        if hi[i + 1:] != "9" * k:
-            alts.append(_join(_literal(hi[i]), _group(_same_len("0" * k, hi[i + 1:]))))
-    return [_join(_literal(lo[:i]), _group(alts))] if i else alts
-
-
-def _pos_range(a, b):
-    """Alternatives for the integers a..b (b None: up to MAX_INT_DIGITS digits), a >= 0."""
-    sa = str(a)
-    if b is None:
-        alts = _same_len(sa, "9" * len(sa))
-        if len(sa) < MAX_INT_DIGITS:
-            alts.append(_join("[1-9]", _rep("[0-9]", len(sa), MAX_INT_DIGITS - 1)))
-        return alts
-    sb = str(b)
-    if len(sa) == len(sb):
-        return _same_len(sa, sb)
-    alts = _same_len(sa, "9" * len(sa))
-    if len(sb) - len(sa) >= 2:
-        alts.append(_join("[1-9]", _rep("[0-9]", len(sa), len(sb) - 2)))
-    return alts + _same_len("1" + "0" * (len(sb) - 1), sb)
-
-
-def _int_range(lo, hi):
-    alts = []
-    if lo is None or lo < 0:
-        magnitude_lo = 1 if hi is None or hi >= 0 else -hi
-        alts.append(_join('"-"', _group(_pos_range(magnitude_lo, None if lo is None else -lo))))
-    if hi is None or hi >= 0:
-        alts.extend(_pos_range(max(lo or 0, 0), hi))
-    return alts
-
-
-def _frac_cmp(g, n, op, top):
-    """Alternatives for up to n fraction digits F with 0.F op 0.g (op: ge gt le lt); "" is the
-    empty string, which only an inner position may take (top: F must have a digit)."""
-    if not g:
-        if op == "ge":
-            return [_rep("[0-9]", 1 if top else 0, n)] if n or not top else []
-        if op == "gt":
-            return [_join(_rep("[0-9]", 0, n - 1), "[1-9]")] if n else []
-        return [""] if op == "le" and not top else []
-    if n == 0:
-        return [""] if op in ("le", "lt") and not top else []
-    d = int(g[0])
-    alts = [""] if op in ("le", "lt") and not top else []
-    if op in ("ge", "gt") and d < 9:
-        alts.append(_join(_digits(d + 1, 9), _rep("[0-9]", 0, n - 1)))
-    if op in ("le", "lt") and d > 0:
-        alts.append(_join(_digits(0, d - 1), _rep("[0-9]", 0, n - 1)))
-    alts.extend(_join(_literal(g[0]), s) for s in _frac_cmp(g[1:], n - 1, op, False))
-    return alts
-
-
-def _frac_between(ga, ax, gb, bx, n, top):
-    """Alternatives for fraction digits F with 0.ga <(=) 0.F <(=) 0.gb, 0.ga <= 0.gb."""
-    zero_ok = not top and not ga and not ax
-    if not gb:
-        return [""] if zero_ok and not bx else []
-    if n == 0:
-        return [""] if zero_ok else []
-    da, db = int(ga[0]) if ga else 0, int(gb[0])
-    alts = [""] if zero_ok else []
-    if da == db:
-        alts.extend(_join(_literal(gb[0]), s)
-                    for s in _frac_between(ga[1:], ax, gb[1:], bx, n - 1, False))
-        return alts
-    alts.extend(_join(_literal(str(da)), s)
-                for s in _frac_cmp(ga[1:], n - 1, "gt" if ax else "ge", False))
-    if da + 1 <= db - 1:
-        alts.append(_join(_digits(da + 1, db - 1), _rep("[0-9]", 0, n - 1)))
-    alts.extend(_join(_literal(gb[0]), s)
-                for s in _frac_cmp(gb[1:], n - 1, "lt" if bx else "le", False))
-    return alts
-
-
-def _split(d):
-    """A non-negative Decimal as (integer part, fraction digits without trailing zeros)."""
-    whole = int(d)
-    frac = d - whole
-    return whole, "" if frac == 0 else format(frac, "f").split(".")[1].rstrip("0")
-
-
-def _decimals(a, ax, b, bx):
-    """Alternatives "I.F" for magnitudes in a..b (b None: unbounded), a >= 0."""
-    ia, ga = _split(a)
-    fraction = "[0-9]{1,%d}" % MAX_FRAC_DIGITS
-    if b is not None:
-        ib, gb = _split(b)
-        if ia == ib:
-            f = _frac_between(ga, ax, gb, bx, MAX_FRAC_DIGITS, True)
-            return [_join(_literal(str(ia) + "."), _group(f))] if f else []
-    alts = []
-    start = ia
-    if ga or ax:
-        start = ia + 1
-        f = _frac_cmp(ga, MAX_FRAC_DIGITS, "gt" if ax else "ge", True)
-        if f:
-            alts.append(_join(_literal(str(ia) + "."), _group(f)))
-    end = None if b is None else ib - 1
-    if end is None or start <= end:
-        alts.append(_join(_group(_pos_range(start, end)), '"."', fraction))
-    if b is not None and gb:
-        f = _frac_cmp(gb, MAX_FRAC_DIGITS, "lt" if bx else "le", True)
-        if f:
-            alts.append(_join(_literal(str(ib) + "."), _group(f)))
-    return alts
-
-
-def _num_range(lo, lx, hi, hx, integer):
-    """Alternatives for the numbers (or integers) between the Decimal bounds."""
-    ilo = None if lo is None else int(lo.to_integral_value(ROUND_CEILING))
-    if lo is not None and lx and ilo == lo:
-        ilo += 1
-    ihi = None if hi is None else int(hi.to_integral_value(ROUND_FLOOR))
-    if hi is not None and hx and ihi == hi:
-        ihi -= 1
-    alts = _int_range(ilo, ihi) if ilo is None or ihi is None or ilo <= ihi else []
-    if integer:
-        return alts
-    zero = Decimal(0)
-    if lo is None or lo < 0:
-        a, ax = (-hi, hx) if hi is not None and hi < 0 else (zero, True)
-        negative = _decimals(a, ax, None if lo is None else -lo, lx)
-        if negative:
-            alts.append(_join('"-"', _group(negative)))
-    if hi is None or hi >= 0:
-        a, ax = (lo, lx) if lo is not None and lo >= 0 else (zero, False)
-        alts.extend(_decimals(a, ax, hi, hx))
-    return alts
-
-
-def _decimal(value, path, keyword):
-    d = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    if not d.is_finite():
-        raise SchemaError(f"'{keyword}' at {path} must be a finite number", keyword, path)
-    return d
-
-
-def _bound(schema, path, inclusive, exclusive, lower):
-    """The tightest bound as (Decimal or None, exclusive?); draft-4 boolean exclusives too."""
-    found = []
-    flag = schema.get(exclusive)
-    if inclusive in schema:
-        found.append((_decimal(schema[inclusive], path, inclusive), flag is True))
-    if exclusive in schema and not isinstance(flag, bool):
-        found.append((_decimal(flag, path, exclusive), True))
-    if not found:
-        return None, False
-    # the tighter value wins; on a tie the exclusive one
-    return max(found, key=lambda b: (b[0] if lower else -b[0], b[1]))
-
-
-# --- regular expressions -------------------------------------------------------------------
-class _Regex:
-    """Compiles a ``pattern`` (Python/ECMA subset) into GBNF over the JSON spelling of the
-    string. Unanchored ends get ``char*`` (JSON Schema patterns match anywhere)."""
-
-    SIMPLE_ESCAPES = {"n": 10, "t": 9, "r": 13, "f": 12, "v": 11, "a": 7}
-    HEX = {"x": 2, "u": 4, "U": 8}
-
-    def __init__(self, conv, pattern, path, base):
-        self.conv, self.s, self.i, self.path, self.base = conv, pattern, 0, path, base
-
-    def fail(self, what):
-        raise SchemaError(f"'pattern' at {self.path} uses {what}, which the grammar cannot "
-                          f"express", "pattern", self.path)
-
-    def compile(self):
-        s, alts = self.s, []
-        while True:
-            anchored = s.startswith("^", self.i)
-            self.i += anchored
-            body, anchored_end = self.sequence(True)
-            anything = "" if anchored and anchored_end else self.conv.builtin("char") + "*"
-            alts.append(_join("" if anchored else anything, body,
-                              "" if anchored_end else anything))
-            if self.i < len(s) and s[self.i] == "|":
-                self.i += 1
-                continue
-            if self.i < len(s):
-                self.fail("an unbalanced ')'")
-            return _group(alts)
-
-    def sequence(self, top):
-        s, items = self.s, []
-        while self.i < len(s) and s[self.i] not in "|)":
-            c = s[self.i]
-            if c == "$" and top and (self.i + 1 == len(s) or s[self.i + 1] == "|"):
-                self.i += 1
-                return self.join(items), True
-            if c in "^$":
-                self.fail(f"'{c}' inside the pattern")
-            items.append(self.quantified(self.atom()))
-        return self.join(items), False
-
-    @staticmethod
-    def join(items):
-        out, lit = [], ""
-        for text, is_literal in items:
-            if is_literal:
-                lit += text
-                continue
-            if lit:
-                out.append(_literal(lit))
-                lit = ""
-            out.append(text)
-        if lit:
-            out.append(_literal(lit))
-        return " ".join(out)
-
-    def atom(self):
-        s = self.s
-        c = s[self.i]
-        self.i += 1
-        if c == "(":
-            if s.startswith("?", self.i):
-                if s.startswith("?:", self.i):
-                    self.i += 2
-                elif s.startswith("?P<", self.i) or (s.startswith("?<", self.i)
-                                                     and s[self.i + 2:self.i + 3] not in "=!"):
-                    self.i = s.index(">", self.i) + 1
-                else:
-                    self.fail(f"'(?{s[self.i + 1:self.i + 2]}' (lookaround or inline flags)")
-            alts = [self.sequence(False)[0]]
-            while s[self.i] == "|":
-                self.i += 1
-                alts.append(self.sequence(False)[0])
-            self.i += 1
-            return "( " + " | ".join(alts) + " )", False
-        if c == "[":
-            return self.encode(*self.char_class()), False
-        if c == ".":
-            return self.conv.builtin("dot"), False
-        if c == "\\":
-            e = s[self.i]
-            if e in SHORTHANDS:
-                self.i += 1
-                return self.encode(SHORTHANDS[e], False), False
-            if e in "bBAZzG":
-                self.fail(f"the anchor '\\{e}'")
-            if e.isdigit() and e != "0":
-                self.fail("a backreference")
-            return json.dumps(chr(self.escape()), ensure_ascii=False)[1:-1], True
-        return json.dumps(c, ensure_ascii=False)[1:-1], True
-
-    def escape(self):
-        """The code point of the escape after a backslash (self.i at the letter)."""
-        s = self.s
-        e = s[self.i]
-        self.i += 1
-        if e in self.SIMPLE_ESCAPES:
-            return self.SIMPLE_ESCAPES[e]
-        if e == "0":
-            if self.i < len(s) and s[self.i].isdigit():
-                self.fail("an octal escape")
-            return 0
-        if e in self.HEX:
-            n = self.HEX[e]
-            digits = s[self.i:self.i + n]
-            self.i += n
-            return int(digits, 16)
-        if e.isalnum():
-            self.fail(f"the escape '\\{e}'")
-        return ord(e)
-
-    def char_class(self):
-        s = self.s
-        negated = s.startswith("^", self.i)
-        self.i += negated
-        ranges, shorthand, first = [], False, True
-        while first or s[self.i] != "]":
-            first = False
-            if s[self.i] == "\\" and s[self.i + 1] in SHORTHANDS:
-                ranges += SHORTHANDS[s[self.i + 1]]
-                shorthand = True
-                self.i += 2
-                continue
-            lo = self.class_char()
-            if s[self.i] == "-" and s[self.i + 1] != "]":
-                self.i += 1
-                ranges.append((lo, self.class_char()))
-            else:
-                ranges.append((lo, lo))
-        self.i += 1
-        if negated and shorthand:
-            # the complement of a Unicode shorthand is only safe to spell within ASCII
-            return _subtract([(0, 127)], ranges), False
-        return _norm(ranges), negated
-
-    def class_char(self):
-        c = self.s[self.i]
-        self.i += 1
-        if c != "\\":
-            return ord(c)
-        if self.s[self.i] == "b":
-            self.i += 1
-            return 8
-        return self.escape()
-
-    def encode(self, ranges, negated):
-        expr = _encode_class(ranges, negated)
-        if expr is None:
-            self.fail("a character class that matches no character JSON can spell")
-        return expr
-
-    def braces(self):
-        m = re.compile(r"\{(\d*)(,?)(\d*)\}").match(self.s, self.i)
-        if m is None or (not m.group(2) and not m.group(1)):
-            return None
-        self.i = m.end()
-        lo = int(m.group(1) or 0)
-        hi = (int(m.group(3)) if m.group(3) else None) if m.group(2) else lo
-        return lo, hi
-
-    def quantified(self, atom):
-        s, (text, is_literal) = self.s, atom
-        if self.i < len(s) and s[self.i] in "*+?":
-            lo, hi = {"*": (0, None), "+": (1, None), "?": (0, 1)}[s[self.i]]
-            self.i += 1
-        elif self.i < len(s) and s[self.i] == "{" and (bounds := self.braces()) is not None:
-            lo, hi = bounds
-        else:
-            return atom
-        if s.startswith("?", self.i):
-            self.i += 1    # lazy: the same strings match
-        elif s.startswith("+", self.i):
-            self.fail("a possessive quantifier")
-        symbol = _literal(text) if is_literal else text
-        if symbol.startswith("(") and (hi is None and lo > 1 or hi is not None and hi > 1):
-            # libllama multiplies a group's inner rules by the count; a named rule counts once
-            symbol = self.conv.add(self.base + "-part", symbol)
-        return self.conv.repeat(symbol, lo, hi, self.base), False
 
 
 # --- the converter ---------------------------------------------------------------------------
@@ -682,14 +225,14 @@ class _Converter:
             raise SchemaError(f"a repetition of at least {lo} in {base} is more than the "
                               f"grammar engine allows ({MAX_REPEAT})", None, base)
         if hi is None or hi <= MAX_REPEAT:
-            return _rep(atom, lo, hi)
+            return rep(atom, lo, hi)
         q, r = divmod(hi - lo, CHUNK)
         if q > MAX_REPEAT:
             raise SchemaError(f"a repetition of up to {hi} in {base} is too long", None, base)
-        chunk = self.add(base + "-chunk", _rep(atom, CHUNK, CHUNK))
-        tail = "( %s | %s )" % (_join(_rep(chunk, 0, q - 1), _rep(atom, 0, CHUNK - 1)),
-                                _join(_rep(chunk, q, q), _rep(atom, 0, r)))
-        return _join(_rep(atom, lo, lo), tail)
+        chunk = self.add(base + "-chunk", rep(atom, CHUNK, CHUNK))
+        tail = "( %s | %s )" % (join(rep(chunk, 0, q - 1), rep(atom, 0, CHUNK - 1)),
+                                join(rep(chunk, q, q), rep(atom, 0, r)))
+        return join(rep(atom, lo, lo), tail)
 
     def attempt(self, fn):
         """fn(), or None (with every rule it added taken back) when it admits no value."""
@@ -933,7 +476,7 @@ class _Converter:
                               f"(supported: {', '.join(FORMATS)})", "format", path)
         if "const" in schema or _constraining(rest):
             values = [v for v in values if self.valid(v, schema)]
-        literals = list(dict.fromkeys(_literal(_dump(v)) for v in values))
+        literals = list(dict.fromkeys(literal(_dump(v)) for v in values))
         if not literals:
             raise _Empty(f"no value of 'enum'/'const' at {path} satisfies the rest of the schema",
                          "enum", path)
@@ -958,26 +501,26 @@ class _Converter:
                 except re.error as e:
                     raise SchemaError(f"invalid regular expression in 'pattern' at {path}: {e}",
                                       "pattern", path) from None
-                inner = _Regex(self, schema["pattern"], path, base).compile()
+                inner = Regex(self, schema["pattern"], path, base).compile()
             elif schema["format"] in FORMATS:
                 inner = self.builtin(schema["format"])
             else:
                 raise SchemaError(f"unsupported string format '{schema['format']}' at {path} "
                                   f"(supported: {', '.join(FORMATS)})", "format", path)
-            return self.add(base, _join(quote, inner, quote), target)
+            return self.add(base, join(quote, inner, quote), target)
         if hi is not None and lo > hi:
             raise _Empty(f"minLength is above maxLength at {path}", "minLength", path)
         if lo == 0 and hi is None:
             return self.builtin("string")
-        return self.add(base, _join(quote, self.repeat(self.builtin("char"), lo, hi, base),
+        return self.add(base, join(quote, self.repeat(self.builtin("char"), lo, hi, base),
                                     quote), target)
 
     def number(self, schema, path, base, target, integer):
-        lo, lx = _bound(schema, path, "minimum", "exclusiveMinimum", True)
-        hi, hx = _bound(schema, path, "maximum", "exclusiveMaximum", False)
+        lo, lx = bound(schema, path, "minimum", "exclusiveMinimum", True)
+        hi, hx = bound(schema, path, "maximum", "exclusiveMaximum", False)
         if lo is None and hi is None:
             return self.builtin("integer" if integer else "number")
-        alts = _num_range(lo, lx, hi, hx, integer)
+        alts = num_range(lo, lx, hi, hx, integer)
         if not alts:
             raise _Empty(f"no {'integer' if integer else 'number'} lies within the bounds at "
                          f"{path}", "minimum", path)
@@ -995,14 +538,14 @@ class _Converter:
             fn = lambda sub=sub, name=name: self.visit(sub, sub_path, f"{base}-{name}")
             value = fn() if name in required else self.attempt(fn)
             if value is not None:
-                pairs.append((_join(_literal(_dump(name)), 'ws ":" ws', value), name in required))
+                pairs.append((join(literal(_dump(name)), 'ws ":" ws', value), name in required))
         extra_pair = None
         if extra is True or isinstance(extra, dict):
             value = self.attempt(lambda: self.visit(extra, f"{path}/additionalProperties",
                                                     f"{base}-additional"))
             if value is not None:
                 key = self.add(f"{base}-additional-key", self.key_excluding(names))
-                extra_pair = _join(key, 'ws ":" ws', value)
+                extra_pair = join(key, 'ws ":" ws', value)
         n_required = sum(req for _, req in pairs)
         if schema.get("minProperties", 0) > n_required:
             raise SchemaError(f"'minProperties' at {path} asks for more properties than are "
@@ -1028,12 +571,12 @@ class _Converter:
             chars = sorted(c for c in node if c)
             if not chars:
                 return [key_char + ("+" if "" in node else "*")]
-            others = "[^" + _class_body(_norm([(ord(c), ord(c)) for c in chars] + NOT_RAW
+            others = "[^" + class_body(norm([(ord(c), ord(c)) for c in chars] + NOT_RAW
                                               + [(0x7F, 0x7F)])) + "]"
-            alts = [_join(others, key_char + "*")]
-            alts += [_join(_literal(c), _group(alternatives(node[c]))) for c in chars]
+            alts = [join(others, key_char + "*")]
+            alts += [join(literal(c), group(alternatives(node[c]))) for c in chars]
             return alts + ([] if "" in node else [""])
-        return _join(r'"\""', _group(alternatives(trie)), r'"\""')
+        return join(r'"\""', group(alternatives(trie)), r'"\""')
 
     def object_layout(self, pairs, extra, base):
         """Pairs in order, the optional ones skippable, commas only between written pairs."""
@@ -1051,12 +594,12 @@ class _Converter:
             if req:
                 break
         if len(starts) == 1:
-            content = _join(starts[0][0], *(link(kv, req) for kv, req in parts[1:]))
+            content = join(starts[0][0], *(link(kv, req) for kv, req in parts[1:]))
         else:   # several ways to start: name each tail once rather than copy it per start
             tails = {len(parts): ""}
             for i in range(len(parts) - 1, 0, -1):
-                tails[i] = self.add(f"{base}-rest", _join(link(*parts[i]), tails[i + 1]))
-            content = _group([_join(lead, tails[j]) for lead, j in starts])
+                tails[i] = self.add(f"{base}-rest", join(link(*parts[i]), tails[i + 1]))
+            content = group([join(lead, tails[j]) for lead, j in starts])
         if any(req for _, req in pairs):
             return f'"{{" ws {content} ws "}}"'
         return f'"{{" ws ( {content} ws )? "}}"'
@@ -1100,11 +643,11 @@ class _Converter:
             link = f'( ws "," ws {rest_atom} )'
             more = None if cap is None else cap - max(n, 1)
             if n == 0:   # the first item has no comma before it
-                tail = _join(rest_atom, self.repeat(link, max(lo - 1, 0), more, base))
+                tail = join(rest_atom, self.repeat(link, max(lo - 1, 0), more, base))
             else:
                 tail = self.repeat(link, max(lo - n, 0), more, base)
         for i in range(n - 1, -1, -1):
-            piece = _join(elements[i] if i == 0 else f"ws \",\" ws {elements[i]}", tail)
+            piece = join(elements[i] if i == 0 else f"ws \",\" ws {elements[i]}", tail)
             tail = piece if i < lo or i == 0 else f"( {piece} )?"
         if lo == 0:
             return f'"[" ws ( {tail} ws )? "]"'

@@ -379,6 +379,42 @@ def test_twins_agree_on_the_corpus(vocab, path):
     validate_grammar(vocab, grammar)
 
 
+def _range_cases(n=24, seed=3):
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(n):
+        integer = i % 2 == 0
+        scale = 10 ** int(rng.integers(0, 5))
+        lo, hi = sorted(rng.uniform(-scale, scale, size=2))
+        if integer:
+            lo, hi = int(np.floor(lo)), int(np.ceil(hi))
+        else:
+            lo, hi = round(float(lo), int(rng.integers(0, 4))), round(float(hi), int(rng.integers(0, 4)))
+        hi = max(hi, lo + 2)   # never empty, even with both bounds exclusive
+        schema = {"type": "integer" if integer else "number"}
+        schema["exclusiveMinimum" if rng.random() < 0.3 else "minimum"] = lo
+        if rng.random() < 0.85:
+            schema["exclusiveMaximum" if rng.random() < 0.3 else "maximum"] = hi
+        cases.append(schema)
+    return cases
+
+
+@pytest.mark.parametrize("schema", _range_cases(), ids=lambda s: json.dumps(s, sort_keys=True))
+def test_random_numeric_ranges_take_exactly_the_values_inside(vocab, impl, schema):
+    grammar = schema_to_grammar(schema, impl=impl)
+    lo = schema.get("minimum", schema.get("exclusiveMinimum"))
+    hi = schema.get("maximum", schema.get("exclusiveMaximum"))
+    top = hi if hi is not None else lo + 1000
+    candidates = {lo, top, lo - 1, top + 1, (lo + top) / 2, lo + 0.001, top - 0.001, 0, -1, 1}
+    for value in sorted(candidates):
+        if schema["type"] == "integer" or float(value).is_integer():
+            value = int(round(value))   # integral values are written without a fraction
+        text = json.dumps(value)
+        if "e" in text or len(text.split(".")[-1]) > 12:
+            continue
+        assert accepts(vocab, grammar, text) == is_valid(schema, value), f"{text}\n{grammar}"
+
+
 @pytest.fixture(scope="module")
 def proposals(vocab):
     """Short tokens (and EOS) to propose in random walks, with a pull towards closing."""
