@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="a running server to measure (default: start one)")
     ap.add_argument("--no-server", action="store_true", help="skip the decode comparison")
-    ap.add_argument("--repeat", type=int, default=5, help="conversion rounds (best is shown)")
+    ap.add_argument("--repeat", type=int, default=20, help="conversion rounds (best is shown)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per decode prompt")
     ap.add_argument("--n-predict", type=int, default=256)
     args = ap.parse_args(argv)
