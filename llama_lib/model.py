@@ -54,7 +54,7 @@ class Model:
         self._handle = lib.llama_model_load_from_file(path.encode(), mp)
         if not self._handle:
             raise ModelLoadError(f"failed to load model from {path}")
-        self.vocab = Vocab(lib, lib.llama_model_get_vocab(self._handle))
+        self.vocab = Vocab(lib, lib.llama_model_get_vocab(self._handle), owner=self)
         self._adapters: list[LoraAdapter] = []
 
     @property

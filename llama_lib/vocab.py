@@ -10,9 +10,10 @@ __all__ = ["Vocab"]
 
 
 class Vocab:
-    def __init__(self, lib, handle):
+    def __init__(self, lib, handle, owner=None):
         self._lib = lib
         self.handle = handle
+        self._owner = owner   # the Model: the vocab's memory is the model's, keep it alive
         self.n_tokens = lib.llama_vocab_n_tokens(handle)
         self.bos = lib.llama_vocab_bos(handle)
         self.eos = lib.llama_vocab_eos(handle)
