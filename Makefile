@@ -25,7 +25,7 @@ $(PY):
 
 $(STAMPS)/deps: pyproject.toml setup.py | $(PY)
 	@mkdir -p $(STAMPS)
-	$(PIP) install "cython>=3.0" "numpy>=1.26" "setuptools>=68" wheel
+	$(PIP) install "cython>=3.0" "numpy>=1.26" "setuptools>=77" wheel
 	@echo "Installing dependencies; the first run compiles llama.cpp (llama-cpp-python==0.3.36), several minutes on 2 cores"
 	$(PIP) install --no-build-isolation -e '.[test]'
 	@touch $@

@@ -99,7 +99,7 @@ def _print(results: dict, top: int) -> None:
     header = f"{'metric':>22} {'ours':>10}" + (f" {'reference':>10} {'ratio':>7}" if "reference" in results else "")
     print(header)
     for key in keys:
-        line = f"{key:>22} {ours[key]:10.1f}"
+        line = f"{key:>22} {ours[key]:10.2f}" if ours[key] < 10 else f"{key:>22} {ours[key]:10.1f}"
         if "reference" in results and key in results["reference"]:
             ref = results["reference"][key]
             line += f" {ref:10.1f} {ours[key] / ref if ref else float('nan'):7.2f}"

@@ -28,9 +28,11 @@ PROMPTS = [
 ]
 
 
-def stream_once(url: str, prompt: str, n_predict: int, seed: int = 1, cache_prompt: bool = False) -> dict:
+def stream_once(url: str, prompt: str, n_predict: int, seed: int = 1, cache_prompt: bool = False,
+                temperature: float = 0.8) -> dict:
+    """One streamed request; temperature 0.8 runs the server's default sampler chain."""
     body = {"prompt": prompt, "n_predict": n_predict, "stream": True, "ignore_eos": True,
-            "temperature": 0.8, "seed": seed, "cache_prompt": cache_prompt}
+            "temperature": temperature, "seed": seed, "cache_prompt": cache_prompt}
     t0 = time.perf_counter()
     ttft = None
     n_chunks = 0
@@ -53,11 +55,18 @@ def stream_once(url: str, prompt: str, n_predict: int, seed: int = 1, cache_prom
             "server_prompt_tps": timings.get("prompt_per_second", 0.0)}
 
 
-def single_stream(url: str, n_predict: int, repeats: int = 3) -> dict:
-    runs = [stream_once(url, PROMPTS[i % len(PROMPTS)], n_predict, seed=i) for i in range(repeats)]
+def single_stream(url: str, n_predict: int, repeats: int = 5) -> dict:
+    runs, greedy = [], []
+    for i in range(repeats):     # interleaved, so drift in the machine's speed hits both alike
+        runs.append(stream_once(url, PROMPTS[i % len(PROMPTS)], n_predict, seed=i))
+        greedy.append(stream_once(url, PROMPTS[i % len(PROMPTS)], n_predict, temperature=0))
     client_tps = [r["tokens"] / max(1e-9, r["latency"] - r["ttft"]) for r in runs]
-    return {"decode_tok_s": statistics.median(r["server_decode_tps"] for r in runs),
+    chain = statistics.median(r["server_decode_tps"] for r in runs)
+    plain = statistics.median(r["server_decode_tps"] for r in greedy)
+    return {"decode_tok_s": chain,
             "decode_tok_s_client": statistics.median(client_tps),
+            "decode_tok_s_greedy": plain,
+            "chain/greedy": chain / plain if plain else 0.0,
             "ttft_ms": 1000 * statistics.median(r["ttft"] for r in runs)}
 
 
