@@ -13,51 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import signal
-import socket
-import subprocess
 import sys
-import time
 
-import requests
 
 from .loadgen import run_all
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(cmd: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    argv = shlex.split(cmd.replace("{port}", str(port)))
-    if "{port}" not in cmd:
-        argv += ["--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited early: {cmd}")
-        try:
-            if requests.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server not ready: {cmd}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+from .servers import start, stop
 
 
 def measure(cmd: str | None, url: str | None, n_predict: int, levels) -> dict:
