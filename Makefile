@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make serve   -> venv, dependencies (builds libllama once), Cython modules, default model, server
-#   make test    -> the same set-up, then the whole test suite
+#   make test    -> the same set-up (plus Debian's chromium for the browser tests), then the whole test suite
 # Every step leaves a stamp in .stamps/ and is skipped when nothing it depends on changed.
 
 PYTHON  ?= python3
@@ -42,7 +42,16 @@ $(STAMPS)/ext: $(PYX) setup.py $(STAMPS)/deps
 serve: install
 	$(VENV)/bin/llama-server --host $(HOST) --port $(PORT) $(ARGS)
 
-test: install
+# The browser tests drive Debian's chromium; install it when missing and we may (root).
+$(STAMPS)/browser:
+	@mkdir -p $(STAMPS)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else echo "chromium is missing: install it (apt-get install chromium) for the browser tests" >&2; exit 1; fi; }
+	@touch $@
+
+test: install $(STAMPS)/browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
