@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _raw
 from .batch import Batch
+from ._owner import Owner
 from .errors import ContextError, StateError, decode_error
 
 __all__ = ["Context", "ContextParams"]
@@ -48,7 +49,7 @@ class ContextParams:
     no_perf: bool = True
 
 
-class Context:
+class Context(Owner):
     def __init__(self, model, params: ContextParams):
         self._lib = lib = model._lib
         self.model = model
@@ -189,15 +190,3 @@ class Context:
         if self._handle:
             self._lib.llama_free(self._handle)
             self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from . import _raw
 from ._loader import library
 from .errors import AdapterError, ModelLoadError
+from ._owner import Owner
 from .vocab import Vocab
 
 __all__ = ["Model", "ModelParams", "LoraAdapter"]
@@ -29,7 +30,7 @@ _SPLIT = {"none": _raw.LLAMA_SPLIT_MODE_NONE, "layer": _raw.LLAMA_SPLIT_MODE_LAY
           "row": _raw.LLAMA_SPLIT_MODE_ROW}
 
 
-class Model:
+class Model(Owner):
     def __init__(self, path: str, params: ModelParams | None = None):
         params = params or ModelParams()
         self._lib = lib = library()
@@ -136,20 +137,10 @@ class Model:
             self._lib.llama_model_free(self._handle)
             self._handle = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):  # backstop only; owners call close()
-        try:
-            self.close()
-        except Exception:
-            pass
-
 
 class LoraAdapter:
+    """Freed by its Model (children before parents), never on its own."""
+
     def __init__(self, lib, handle, path: str):
         self._lib = lib
         self.handle = handle

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _raw
 from ._loader import library
+from ._owner import Owner
 from .errors import GrammarError, LlamaError
 
 __all__ = ["NativeSampler", "Candidates", "TOKEN_DATA_DTYPE"]
@@ -38,7 +39,7 @@ class Candidates:
         return int(self.ids[self.selected])
 
 
-class NativeSampler:
+class NativeSampler(Owner):
     def __init__(self, handle, lent=(), name: str = "sampler"):
         if not handle:
             raise LlamaError(f"failed to create the {name} sampler")
@@ -182,15 +183,3 @@ class NativeSampler:
         if self._handle and not self._owned_by_chain:
             self._lib.llama_sampler_free(self._handle)
         self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
