@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make serve   -> venv, dependencies (builds libllama once), Cython modules, default model, server
+#   make serve   -> venv, libllama (compiled once), dependencies, Cython modules, default model, server
 #   make test    -> the same set-up (plus Debian's chromium for the browser tests), then the whole test suite
 # Every step leaves a stamp in .stamps/ and is skipped when nothing it depends on changed.
 
@@ -15,6 +15,19 @@ PYTEST_ARGS ?=
 
 PYX := $(wildcard sampling/*.pyx sampling/*.pxd)
 
+# The default libllama is llama-cpp-python's sdist compiled by build_scripts/llama_wheel.sh
+# into .wheels/<version>-<key>: the key hashes the version, the cmake flags and the CPU's
+# instruction sets, so a change of any of them builds (and installs) a new wheel; pip's
+# cache is never used for it. Override the flags with LLAMA_CMAKE_ARGS="..."; LLAMA_AMX=1
+# keeps ggml's AMX kernels (compiled out by default: at llama.cpp 0c1e570 they crash,
+# llama.cpp #20824).
+# Chosen flags: -DGGML_NATIVE=ON (-march=native minus AMX). Measured decode on the 2-core
+# Xeon (AVX-512 + AMX), `python -m bench --levels 1`: see LLAMA_BUILD_NOTE below.
+export LLAMA_CMAKE_ARGS LLAMA_AMX
+LLAMA_WHEEL := build_scripts/llama_wheel.sh
+LLAMA_KEY   := $(shell PYTHON=$(PYTHON) $(LLAMA_WHEEL) key)
+LLAMA_DIR   := $(shell PYTHON=$(PYTHON) $(LLAMA_WHEEL) dir)
+
 .PHONY: install serve test test-fast bench clean distclean
 
 install: $(STAMPS)/deps $(STAMPS)/model $(STAMPS)/ext
@@ -23,11 +36,21 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
 
-$(STAMPS)/deps: pyproject.toml setup.py | $(PY)
+$(LLAMA_DIR)/cmake-args.txt: | $(PY)
+	PYTHON=$(PY) $(LLAMA_WHEEL) build
+
+# A new key (flags or CPU changed) reinstalls libllama into the venv.
+$(STAMPS)/llama-$(LLAMA_KEY): $(LLAMA_DIR)/cmake-args.txt | $(PY)
+	@mkdir -p $(STAMPS)
+	$(PIP) install --no-deps --force-reinstall $(LLAMA_DIR)/*.whl
+	$(PIP) install $(LLAMA_DIR)/*.whl
+	@rm -f $(STAMPS)/llama-*
+	@touch $@
+
+$(STAMPS)/deps: pyproject.toml setup.py $(STAMPS)/llama-$(LLAMA_KEY) | $(PY)
 	@mkdir -p $(STAMPS)
 	$(PIP) install "cython>=3.0" "numpy>=1.26" "setuptools>=77" wheel
-	@echo "Installing dependencies; the first run compiles llama.cpp (llama-cpp-python==0.3.36), several minutes on 2 cores"
-	$(PIP) install --no-build-isolation -e '.[test]'
+	$(PIP) install --find-links $(LLAMA_DIR) --no-build-isolation -e '.[test]'
 	@touch $@
 
 $(STAMPS)/model: | $(PY)
@@ -64,4 +87,4 @@ clean:
 	rm -rf build $(STAMPS)/ext sampling/*.c sampling/*.so
 
 distclean: clean
-	rm -rf $(VENV) $(STAMPS) *.egg-info
+	rm -rf $(VENV) $(STAMPS) *.egg-info .wheels

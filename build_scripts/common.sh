@@ -4,6 +4,12 @@
 # can point at.
 #
 #   build_lib SRC OUT [extra cmake flags...]
+#
+# On x86-64, ggml's AMX kernels are compiled out unless LLAMA_AMX=1: at llama.cpp 0c1e570
+# they crash on the first multi-token batch on CPUs with AMX (llama.cpp #20824). The flags
+# go before yours, so a CMAKE_C_FLAGS/CMAKE_CXX_FLAGS you pass replaces them.
+# The source can be a git checkout or the llama.cpp that llama-cpp-python's sdist vendors
+# (make leaves it in .wheels/sdist/; unpack it and pass .../vendor/llama.cpp).
 set -euo pipefail
 
 EXPECTED_COMMIT=0c1e570
@@ -23,9 +29,14 @@ build_lib() {
     fi
   fi
   local build="$src/build-llama-server-py"
+  local isa=()
+  if [ "$(uname -m)" = x86_64 ] && [ "${LLAMA_AMX:-0}" != 1 ]; then
+    isa=("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+         "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+  fi
   cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_CURL=OFF "$@"
+    -DLLAMA_CURL=OFF "${isa[@]}" "$@"
   cmake --build "$build" --config Release -j "${JOBS:-$(nproc 2>/dev/null || sysctl -n hw.ncpu)}" \
     --target llama mtmd
   mkdir -p "$out"

@@ -23,7 +23,7 @@ from pathlib import Path
 from . import _log, _raw
 from .errors import LibraryNotFound, LlamaError
 
-__all__ = ["load", "find_library_dir", "library"]
+__all__ = ["load", "find_library_dir", "library", "cpu_backend_has_amx"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ _REQUIRED = (
 
 _lock = threading.Lock()
 _loaded: _raw.Bound | None = None
+_ggml_cpu: _raw.Bound | None = None
 _handles: list[ctypes.CDLL] = []
 
 
@@ -71,16 +72,22 @@ def find_library_dir(lib_path: str | None = None) -> Path:
 
 
 def _preload_ggml(folder: Path) -> None:
-    """ggml's libraries first, global, so a build without an rpath still resolves."""
+    """ggml's libraries first, global, so a build without an rpath still resolves. The CPU
+    backend's own functions (what it was compiled with) are bound from its handle."""
     names = sorted(p.name for p in folder.glob(f"libggml*{_EXT}"))
     order = [n for n in names if n.startswith("libggml-base")]
     order += [n for n in names if n not in order and n != f"libggml{_EXT}"]
     order += [n for n in names if n == f"libggml{_EXT}"]
     for name in order:
         try:
-            _handles.append(ctypes.CDLL(str(folder / name), mode=ctypes.RTLD_GLOBAL))
+            handle = ctypes.CDLL(str(folder / name), mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:  # an optional backend whose driver is absent (CUDA on a CPU box)
             logger.debug("skipping %s: %s", name, exc)
+            continue
+        _handles.append(handle)
+        if name == f"libggml-cpu{_EXT}":
+            global _ggml_cpu
+            _ggml_cpu = _raw.bind(handle, str(folder / name), _raw.GGML_CPU_FUNCTIONS)
 
 
 def _check(lib: _raw.Bound) -> None:
@@ -125,6 +132,16 @@ def load(lib_path: str | None = None) -> _raw.Bound:
         logger.info("libllama %s from %s", (lib.llama_version() or b"?").decode(), folder)
         _loaded = lib
         return lib
+
+
+def cpu_backend_has_amx() -> bool:
+    """Whether the loaded ggml CPU backend was compiled with its AMX kernels (which register
+    an extra weight buffer type on CPUs that have AMX). False when it cannot tell (no
+    separate libggml-cpu, or a build that lacks the query)."""
+    library()
+    if _ggml_cpu is None or "ggml_cpu_has_amx_int8" in _ggml_cpu.missing:
+        return False
+    return bool(_ggml_cpu.ggml_cpu_has_amx_int8())
 
 
 def library() -> _raw.Bound:

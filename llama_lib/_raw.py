@@ -482,6 +482,16 @@ FUNCTIONS = [
     ("llama_perf_context_reset", [llama_context_p], None),
 ]
 
+# ggml-cpu.h: what the loaded CPU backend was compiled with; lives in libggml-cpu.
+GGML_CPU_FUNCTIONS = [
+    # int ggml_cpu_has_amx_int8(void);
+    ("ggml_cpu_has_amx_int8", [], c_int),
+    # int ggml_cpu_has_avx512(void);
+    ("ggml_cpu_has_avx512", [], c_int),
+    # int ggml_cpu_has_avx2(void);
+    ("ggml_cpu_has_avx2", [], c_int),
+]
+
 # mtmd.h (multimodal), declared for later use; lives in libmtmd.
 MTMD_FUNCTIONS = [
     # const char * mtmd_default_marker(void);

@@ -24,6 +24,8 @@ class ModelParams:
     use_mlock: bool = False
     check_tensors: bool = False
     vocab_only: bool = False
+    # Extra weight buffer types (repacked CPU layouts, AMX): llama-server's --repack.
+    use_extra_bufts: bool = True
 
 
 _SPLIT = {"none": _raw.LLAMA_SPLIT_MODE_NONE, "layer": _raw.LLAMA_SPLIT_MODE_LAYER,
@@ -46,6 +48,7 @@ class Model(Owner):
             mp.load_mode = _raw.LLAMA_LOAD_MODE_NONE
         mp.check_tensors = params.check_tensors
         mp.vocab_only = params.vocab_only
+        mp.use_extra_bufts = params.use_extra_bufts
         if params.tensor_split:
             n = int(lib.llama_max_devices())
             values = (list(params.tensor_split) + [0.0] * n)[:n]

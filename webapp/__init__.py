@@ -40,5 +40,11 @@ def create_app(settings=None, engine=None, state=None):
 
 
 def _templates_dir() -> str:
+    """webapp/templates in an installed wheel (pyproject maps templates/ there), else the
+    repository's top-level templates/ (a source checkout or an editable install)."""
     import os
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(here, "templates")
+    if os.path.isfile(os.path.join(installed, "index.html")):
+        return installed
+    return os.path.join(os.path.dirname(here), "templates")

@@ -120,6 +120,8 @@ def configure_logging(settings) -> None:
 def main(argv=None) -> int:
     from gevent import monkey
     monkey.patch_all()
+    import faulthandler
+    faulthandler.enable()   # a crash inside libllama prints the Python stack that reached it
 
     settings = parse_settings(argv)
     configure_logging(settings)

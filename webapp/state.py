@@ -196,7 +196,8 @@ def build_engine(settings, bridge=None):
     model = llama_lib.Model(settings.model, llama_lib.ModelParams(
         n_gpu_layers=settings.n_gpu_layers, main_gpu=settings.main_gpu,
         split_mode=settings.split_mode, tensor_split=tensor_split, use_mmap=settings.mmap,
-        use_mlock=settings.mlock, check_tensors=settings.check_tensors))
+        use_mlock=settings.mlock, check_tensors=settings.check_tensors,
+        use_extra_bufts=repack_choice(settings)))
     n_parallel = max(1, settings.parallel)
     n_ctx = settings.ctx_size if settings.ctx_size > 0 else model.n_ctx_train
     freq_scale = settings.rope_freq_scale
@@ -223,7 +224,8 @@ def build_engine(settings, bridge=None):
     if specs:
         engine.lora_adapters = [model.load_lora(path) for path, _ in specs]
         engine.set_lora([0.0 if settings.lora_init_without_apply else scale for _, scale in specs])
-    _warmup(engine)
+    if settings.warmup:
+        _warmup(engine)
     engine.start()
     logger.info("model loaded: %s (%s), n_ctx %d over %d slot(s), %d threads",
                 settings.model, model.description(), ctx.n_ctx, n_parallel, threads)
@@ -249,12 +251,33 @@ def _embedding_layout(settings, n_parallel: int) -> tuple[int, bool]:
     return n_batch, settings.kv_unified or n_parallel > 1
 
 
+def repack_choice(settings) -> bool:
+    """--repack / --no-repack, else on unless the CPU backend carries ggml's AMX kernels:
+    at llama.cpp 0c1e570 those crash (SIGSEGV in ggml_backend_amx_mul_mat, llama.cpp #20824)
+    on the first multi-token batch, and they are only reached through the repacked weight
+    buffers. llama-server crashes there unless it gets --no-repack; we decide for the user."""
+    import llama_lib
+    if settings.repack is not None:
+        logger.info("weight repacking %s (%s)", "on" if settings.repack else "off",
+                    "--repack" if settings.repack else "--no-repack")
+        return settings.repack
+    if llama_lib.cpu_backend_has_amx():
+        logger.warning("weight repacking off: this libggml has AMX kernels, which crash at "
+                       "llama.cpp 0c1e570 (llama.cpp #20824); --repack turns it on anyway")
+        return False
+    logger.info("weight repacking on")
+    return True
+
+
 def _warmup(engine) -> None:
-    """One tiny decode so the first request does not pay for graph allocation."""
+    """Decode BOS and EOS once, as llama-server does, before the server says it is ready:
+    the first request does not pay for graph allocation, and a library that cannot decode a
+    multi-token batch (a broken kernel) fails here, at startup, not on a user's prompt."""
     from llama_lib import Batch
     vocab = engine.vocab
-    token = vocab.bos if vocab.bos >= 0 else 0
-    batch = Batch(1)
-    batch.add([token], 0, 0, True)
+    tokens = [t for t in (vocab.bos, vocab.eos) if t >= 0] or [0]
+    logger.info("warmup: decoding %d tokens", len(tokens))
+    batch = Batch(len(tokens))
+    batch.add(tokens, 0, 0, True)
     engine.ctx.decode(batch)
-    engine.ctx.seq_rm(0, -1, -1)
+    engine.ctx.clear()

@@ -7,6 +7,7 @@ reason, when chromium or Playwright is missing.
 """
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -20,6 +21,9 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture(scope="session")
 def browser():
+    if os.environ.get("CI"):   # CI installs both: a missing one is a failure, not a skip
+        from playwright import sync_api
+        assert shutil.which(CHROMIUM), f"{CHROMIUM} is not installed"
     sync_api = pytest.importorskip("playwright.sync_api")
     if not shutil.which(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
