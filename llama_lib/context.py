@@ -93,6 +93,8 @@ class Context(Owner):
         self.n_embd = model.n_embd
         self.pooling = lib.llama_pooling_type(self._handle)
         self.can_shift = bool(lib.llama_memory_can_shift(self._mem))
+        # One KV buffer shared by every sequence: the slots compete for its n_ctx cells.
+        self.kv_unified = bool(params.kv_unified) and self.n_seq_max > 1
         self._lora_lent = None
 
     @property

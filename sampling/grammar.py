@@ -13,7 +13,12 @@ import numpy as np
 from llama_lib import GrammarError
 from llama_lib.native_sampler import NativeSampler
 
-__all__ = ["GrammarConstraint", "validate_grammar", "GrammarError"]
+__all__ = ["GrammarConstraint", "validate_grammar", "GrammarError", "GrammarExhausted"]
+
+
+class GrammarExhausted(Exception):
+    """No token the sampler may draw is allowed by the grammar (e.g. only end-of-generation
+    is allowed and ``ignore_eos`` or a logit bias bans it): the generation must end."""
 
 
 class GrammarConstraint:
@@ -45,6 +50,10 @@ class GrammarConstraint:
         out = self._sampler.apply(self._ids, logits).logits
         self._mask = np.isfinite(out)
         return out
+
+    def masked_in(self, token: int) -> bool:
+        """Whether the last constrain() allowed ``token``."""
+        return self._mask is not None and 0 <= token < len(self._mask) and bool(self._mask[token])
 
     def accept(self, token: int) -> None:
         """Advance past ``token``, which must be allowed: libllama aborts the process on a

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -32,7 +33,7 @@ import numpy as np
 from .params import SamplingParams
 
 __all__ = ["make_sampler", "build_plan", "Sampler", "ChainPlan", "new_seed", "dry_breakers",
-           "DryBreakers", "TopK", "TopP", "MinP", "TailFree", "Typical", "Temperature",
+           "DryBreakers", "DRY_CACHE_SIZE", "TopK", "TopP", "MinP", "TailFree", "Typical", "Temperature",
            "Penalties", "Dry", "Xtc", "TopNSigma", "Dist", "Greedy", "Mirostat", "MirostatV2",
            "UNLIMITED"]
 
@@ -180,20 +181,67 @@ class DryBreakers:
 
 _MAX_BREAKER_BYTES = 40
 _MAX_TAIL_TOKENS = 20
-_dry_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+DRY_CACHE_SIZE = 32     # custom breaker lists whose tables are kept, per vocabulary
+_DEFAULT_BREAKERS = SamplingParams().dry_sequence_breakers
+
+
+class _BreakerTables:
+    """One vocabulary's tables: the default list's for good, the ``DRY_CACHE_SIZE`` most
+    recently used custom lists' besides (a client may send any number of distinct lists).
+
+    Both the request greenlets and the engine thread build samplers, without a lock: each
+    OrderedDict call below is one C call, atomic under the GIL, and a race costs at most a
+    table built twice or dropped early, never a wrong one."""
+
+    def __init__(self):
+        self.default: DryBreakers | None = None
+        self.recent: OrderedDict = OrderedDict()
+
+    def get(self, key: tuple) -> "DryBreakers | None":
+        if key == _DEFAULT_BREAKERS:
+            return self.default
+        table = self.recent.get(key)
+        if table is not None:
+            try:
+                self.recent.move_to_end(key)
+            except KeyError:        # dropped meanwhile by the other thread: still valid
+                pass
+        return table
+
+    def put(self, key: tuple, table: DryBreakers) -> None:
+        if key == _DEFAULT_BREAKERS:
+            self.default = table
+            return
+        self.recent[key] = table
+        self.recent.move_to_end(key)
+        while len(self.recent) > DRY_CACHE_SIZE:
+            try:
+                self.recent.popitem(last=False)
+            except KeyError:
+                break
+
+    def __len__(self) -> int:
+        return len(self.recent) + (self.default is not None)
+
+
+_dry_cache: "weakref.WeakKeyDictionary[object, _BreakerTables]" = weakref.WeakKeyDictionary()
 
 
 def dry_breakers(vocab, breakers, n_vocab: int | None = None) -> DryBreakers:
     """Every way each breaker string can start inside a token, as llama.cpp finds them:
     a token containing the whole breaker is a breaker by itself; a token ending with the
     breaker's first k bytes needs the rest of the breaker's tokens to follow. Cached per
-    vocabulary (scanning 49152 pieces takes a moment)."""
+    vocabulary (scanning 49152 pieces takes about 15 ms a breaker): the default list's table
+    always, custom lists' by least recent use (``_BreakerTables``)."""
     if vocab is None:
         return DryBreakers(n_vocab or 0, {})
     key = tuple(breakers)
-    per_vocab = _dry_cache.setdefault(vocab, {})
-    if key in per_vocab:
-        return per_vocab[key]
+    per_vocab = _dry_cache.get(vocab)
+    if per_vocab is None:
+        per_vocab = _dry_cache.setdefault(vocab, _BreakerTables())
+    cached = per_vocab.get(key)
+    if cached is not None:
+        return cached
     n = vocab.n_tokens
     pieces = [vocab.piece(t, True) for t in range(n)]
     heads: dict[int, list[tuple[int, ...]]] = {}
@@ -222,7 +270,8 @@ def dry_breakers(vocab, breakers, n_vocab: int | None = None) -> DryBreakers:
                         tail_tokens[rest] = tuple(ids[:_MAX_TAIL_TOKENS])
                     add(token, tail_tokens[rest])
                 pos = word.find(first, pos + 1)
-    table = per_vocab[key] = DryBreakers(n, heads)
+    table = DryBreakers(n, heads)
+    per_vocab.put(key, table)
     return table
 
 
@@ -341,6 +390,11 @@ class Sampler:
             # Sample first, constrain only on rejection: most drawn tokens are already valid,
             # and constraining checks every token of the vocabulary.
             token = self.chain.sample(grammar.constrain(logits))
+            if not grammar.masked_in(token):
+                # every allowed token was banned (bias, ignore_eos): the chain fell back to
+                # a token the grammar rejects
+                from .grammar import GrammarExhausted
+                raise GrammarExhausted("the grammar admits no token the sampler may choose")
         self.last_probs = self.chain.last_probs
         return token
 

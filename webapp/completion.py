@@ -1,8 +1,9 @@
 """Shared machinery of the generation routes: body parsing, prompts, submission, waiting.
 
-Routes call ``prepare()`` to turn a request body into (tokens, options, sampling params),
-``start()`` to submit, then either ``stream_events()`` (a generator that aborts the request
-when the client goes away) or ``collect()``.
+Routes turn a body into (tokens, options, sampling params), build engine requests with
+``new_request()`` (the sampler is made here, on the request's greenlet, not on the engine
+thread), then submit and read them through one ``webapp.group.RequestGroup``:
+``stream_group()`` for streams, ``collect_all()`` for whole answers.
 """
 from __future__ import annotations
 
@@ -12,36 +13,15 @@ from dataclasses import dataclass, field
 
 from flask import current_app, request
 
-from llama_lib.engine import FinalEvent, GenerationOptions, QueueFull, Request, Status, TokenEvent
+from llama_lib.engine import FinalEvent, GenerationOptions, Request, Status, TokenEvent
 from sampling import ParamError, parse_sampling_params
 
-from .errors import ApiError, BadRequest
+from .errors import ApiError, BadRequest, error_for
+from .group import RequestGroup
 
-__all__ = ["json_body", "tokenize_prompt", "parse_options", "sampling_for", "start",
-           "stream_events", "collect", "Collected", "probs_seed_format", "WAIT_SLICE", "call_engine"]
-
-CLIENT_CLOSED = 499
-WAIT_SLICE = 1.0   # seconds a waiting greenlet sleeps between checks of its client
-
-
-def client_gone() -> bool:
-    """True when the client of a non-streamed request has closed its connection.
-
-    The production server puts the connection's socket in the environ; a readable socket
-    whose peek returns no bytes has been closed by the peer. (A streamed response finds out
-    on its next write instead.)"""
-    sock = request.environ.get("llama.socket")
-    if sock is None:
-        return False
-    try:
-        import select
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False
-        import socket as _socket
-        return sock.recv(1, _socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
-        return True
+__all__ = ["json_body", "tokenize_prompt", "parse_options", "sampling_for", "new_request",
+           "submit", "collect_all", "Collected", "probs_seed_format", "call_engine",
+           "raise_for_failure"]
 
 
 def json_body() -> dict:
@@ -149,7 +129,7 @@ def sampling_for(body: dict, state, vocab):
         if not isinstance(grammar, str):
             raise BadRequest("'grammar' must be a string of GBNF")
         if grammar.strip():
-            check_grammar(vocab, grammar)
+            # parsed once, by libllama, when new_request() builds the request's sampler
             params = params.with_(grammar=grammar)
     return params
 
@@ -168,19 +148,6 @@ def schema_grammar(schema) -> str:
         raise BadRequest(f"JSON schema not supported: {exc}") from None
 
 
-def check_grammar(vocab, grammar: str) -> None:
-    from llama_lib import GrammarError
-    try:
-        from sampling.grammar import validate_grammar
-    except ImportError:
-        raise ApiError("grammar constraints are not available in this build",
-                       "not_supported_error", 501) from None
-    try:
-        validate_grammar(vocab, grammar)
-    except GrammarError as exc:
-        raise BadRequest(f"Failed to parse grammar: {exc.describe()}") from None
-
-
 def _resolve_logit_bias(params, vocab):
     if not params.logit_bias:
         return params
@@ -196,11 +163,12 @@ def _resolve_logit_bias(params, vocab):
     return params.with_(logit_bias=tuple(out))
 
 
-def start(engine, tokens: list[int], options: GenerationOptions, params, *,
-          system_prompt: bool = True) -> Request:
-    """Submit one request. The server-wide system prompt goes in front of generation
-    prompts (webapp/system_prompt.py); routes whose prompts must stay exactly as given
-    (e.g. infill's fill-in-the-middle layout) pass ``system_prompt=False``."""
+def new_request(engine, tokens: list[int], options: GenerationOptions, params, *,
+                system_prompt: bool = True) -> Request:
+    """One engine request, not yet submitted, with its sampler built here (grammar parsing
+    and DRY tables happen on this greenlet, not on the engine thread). The server-wide
+    system prompt goes in front of generation prompts (webapp/system_prompt.py); routes
+    whose prompts must stay exactly as given (infill's layout) pass ``system_prompt=False``."""
     if not tokens:
         raise BadRequest("the prompt is empty")
     state = current_app.extensions.get("llama")
@@ -208,11 +176,39 @@ def start(engine, tokens: list[int], options: GenerationOptions, params, *,
         tokens, options = state.system.apply(engine.vocab, tokens, options)
     if options.id_slot >= engine.config.n_slots:
         raise BadRequest(f"'id_slot' {options.id_slot} does not exist (slots: {engine.config.n_slots})")
+    req = Request(prompt_tokens=tokens, options=options, sampling=params)
+    if params is not None and not options.embedding:
+        from llama_lib import GrammarError
+        try:
+            req.sampler = engine.make_sampler(params, tokens)
+        except GrammarError as exc:
+            raise BadRequest(f"Failed to parse grammar: {exc.describe()}") from None
+    return req
+
+
+def submit(engine, requests: list[Request], *, watch_client: bool = False) -> RequestGroup:
+    """Submit requests together; the group owns them from here (see webapp/group.py)."""
+    return RequestGroup(engine, requests, watch_client=watch_client).submit()
+
+
+def client_gone() -> bool:
+    """True when the client of a non-streamed request has closed its connection.
+
+    The production server puts the connection's socket in the environ; a readable socket
+    whose peek returns no bytes has been closed by the peer. (A streamed response finds out
+    on its next write instead.)"""
+    sock = request.environ.get("llama.socket")
+    if sock is None:
+        return False
     try:
-        return engine.submit(Request(prompt_tokens=tokens, options=options, sampling=params))
-    except QueueFull:
-        raise ApiError("the server is busy: the request queue is full", "unavailable_error", 503,
-                       headers={"Retry-After": "1"}) from None
+        import select
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        import socket as _socket
+        return sock.recv(1, _socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def call_engine(engine, fn, timeout: float = 30.0):
@@ -221,35 +217,11 @@ def call_engine(engine, fn, timeout: float = 30.0):
     box = engine.call(fn)
     items = box.get(timeout)
     if not items:
-        raise ApiError("the engine is not answering; try again later", "unavailable_error", 503,
-                       headers={"Retry-After": "1"})
+        raise error_for("unavailable_error", "the engine is not answering; try again later")
     kind, value = items[0]
     if kind == "error":
         raise value
     return value
-
-
-def stream_events(engine, req: Request, watch_client: bool = False):
-    """Yield lists of events as they come; abort the request if the consumer stops early
-    (or, with watch_client, if the client closes its connection while we wait)."""
-    done = False
-    next_check = time.monotonic() + WAIT_SLICE
-    try:
-        while not done:
-            events = req.mailbox.get(WAIT_SLICE)
-            if watch_client and time.monotonic() >= next_check:
-                next_check = time.monotonic() + WAIT_SLICE
-                if client_gone():
-                    return
-            if not events:
-                continue
-            for ev in events:
-                if isinstance(ev, FinalEvent):
-                    done = True
-            yield events
-    finally:
-        if not done:
-            engine.abort(req.id)
 
 
 @dataclass
@@ -257,40 +229,41 @@ class Collected:
     text: str = ""
     tokens: list[int] = field(default_factory=list)
     probs: list = field(default_factory=list)
+    token_events: list = field(default_factory=list)
     final: FinalEvent | None = None
 
 
-def collect(engine, req: Request) -> Collected:
-    out = Collected()
-    parts: list[str] = []
-    for events in stream_events(engine, req, watch_client=True):
-        for ev in events:
-            if isinstance(ev, TokenEvent):
-                parts.append(ev.text)
-                out.tokens.append(ev.token)
-                if ev.probs is not None:
-                    out.probs.append((ev.token, ev.probs))
-            else:
-                parts.append(ev.text)
-                out.final = ev
-    out.text = "".join(parts)
-    if out.final is None:
-        # stream_events only ends without a final event when the client left: nobody reads
-        # this answer, but the access log and metrics should say what happened (nginx's 499)
-        raise ApiError("the client closed the connection", "invalid_request_error", CLIENT_CLOSED)
-    raise_for_failure(out.final)
+def collect_all(engine, requests: list[Request]) -> list[Collected]:
+    """Submit the requests and read every one to its end (non-streamed answers): the client
+    is watched while waiting, and the first failure aborts the rest and raises its error."""
+    out = [Collected() for _ in requests]
+    parts: list[list[str]] = [[] for _ in requests]
+    with submit(engine, requests, watch_client=True) as group:
+        for i, events in group:
+            got = out[i]
+            for ev in events:
+                parts[i].append(ev.text)
+                if isinstance(ev, TokenEvent):
+                    got.tokens.append(ev.token)
+                    got.token_events.append(ev)
+                    if ev.probs is not None:
+                        got.probs.append((ev.token, ev.probs))
+                else:
+                    got.final = ev
+                    raise_for_failure(ev)
+    for got, text in zip(out, parts):
+        got.text = "".join(text)
     return out
 
 
 def raise_for_failure(final: FinalEvent | None) -> None:
+    """A failed or refused request's error, by the kind the engine gave it."""
     if final is None:
-        raise ApiError("the request ended without a result", "server_error", 500)
+        raise error_for("server_error", "the request ended without a result")
     if final.status is Status.FAILED:
-        if final.error_type == "exceed_context_size_error":
-            raise ApiError(final.error or "the prompt does not fit the context", "exceed_context_size_error", 400)
-        raise ApiError(final.error or "generation failed", final.error_type or "server_error")
+        raise error_for(final.error_type, final.error or "generation failed")
     if final.status is Status.ABORTED and final.error:
-        raise ApiError(final.error, "unavailable_error", 503)
+        raise error_for(final.error_type or "unavailable_error", final.error)
 
 
 def probs_seed_format(vocab, token: int, probs) -> dict:

@@ -6,7 +6,8 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-__all__ = ["ApiError", "BadRequest", "error_body", "register_error_handlers", "STATUS_OF_TYPE"]
+__all__ = ["ApiError", "BadRequest", "error_body", "register_error_handlers", "STATUS_OF_TYPE",
+           "error_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,16 @@ class ApiError(Exception):
 class BadRequest(ApiError):
     def __init__(self, message: str, **extra):
         super().__init__(message, "invalid_request_error", 400, **extra)
+
+
+def error_for(type_: str, message: str, **extra) -> ApiError:
+    """The one mapping from a failure's kind to its HTTP answer: exceed_context_size_error
+    400, unavailable_error 503 with Retry-After (queue full, shutting down, engine
+    stopped), server_error 500; an unknown kind is a server error."""
+    if type_ not in STATUS_OF_TYPE:
+        type_ = "server_error"
+    headers = {"Retry-After": "1"} if type_ == "unavailable_error" else None
+    return ApiError(message, type_, STATUS_OF_TYPE[type_], headers=headers, **extra)
 
 
 def error_body(message: str, type_: str, status: int, **extra) -> dict:

@@ -138,7 +138,7 @@ FLAGS: list[Flag] = [
     F("--chat-template-file", "chat_template_file", "str", None, "file holding a Jinja chat template"),
     F("--jinja", "jinja", "on", True, "use Jinja chat templates (always on here)"),
     F("--no-jinja", "jinja", "off", True, "accepted for compatibility; templates are always rendered with Jinja"),
-    F("-sps --slot-prompt-similarity", "slot_prompt_similarity", "float", 0.5, "accepted; slots are chosen by longest common prefix"),
+    F("-sps --slot-prompt-similarity", "slot_prompt_similarity", "float", 0.1, "how much of a request's prompt an idle slot's cache must share for that slot to be chosen; else the least recently used slot (0.0: always the least recently used)"),
     F("--spm-infill", "spm_infill", "on", False, "suffix/prefix/middle order for infill (default: prefix/suffix/middle)"),
     F("--no-webui", "webui", "off", True, "do not serve the web front end"),
     # --- logging -----------------------------------------------------------------------------------

@@ -67,12 +67,31 @@ def serve(settings) -> int:
 
     gevent.signal_handler(signal.SIGTERM, shutdown, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, shutdown, signal.SIGINT)
+    gevent.spawn(_watch_engine, state, shutdown)
     try:
         stopped.wait()
     except KeyboardInterrupt:
         pass
+    failure = state.engine.failure if state.engine is not None else None
+    if failure:
+        logger.error("exiting with status 1: %s", failure)
+        return 1
     logger.info("stopped")
     return 0
+
+
+def _watch_engine(state, shutdown) -> None:
+    """If the engine loop stops on an error, stop the server so that a supervisor restarts
+    it: the engine has already failed what was in flight, /health answers 503 with the
+    reason meanwhile, and serve() returns 1."""
+    import gevent
+    while True:
+        engine = state.engine
+        if engine is not None and engine.failure:
+            logger.error("the engine stopped: %s", engine.failure)
+            shutdown("engine failure")
+            return
+        gevent.sleep(0.25)
 
 
 def _tls_args(settings) -> dict:

@@ -75,6 +75,8 @@ class ServerState:
             raise ApiError("the server is shutting down", "unavailable_error", 503)
         if self.status == ERROR or self.engine is None:
             raise ApiError(f"Model failed to load: {self.error}", "server_error", 500)
+        if self.engine.failure:
+            raise ApiError(self.engine.failure, "unavailable_error", 503, headers={"Retry-After": "1"})
         return self.engine
 
     @property
@@ -219,7 +221,8 @@ def build_engine(settings, bridge=None):
         n_slots=n_parallel, n_batch=n_batch, cont_batching=settings.cont_batching,
         context_shift=settings.context_shift, max_queue=settings.max_queue,
         n_predict=settings.n_predict, special=settings.special,
-        grp_attn_n=settings.grp_attn_n, grp_attn_w=settings.grp_attn_w), bridge=bridge)
+        grp_attn_n=settings.grp_attn_n, grp_attn_w=settings.grp_attn_w,
+        slot_prompt_similarity=settings.slot_prompt_similarity), bridge=bridge)
     specs = lora_specs(settings)
     if specs:
         engine.lora_adapters = [model.load_lora(path) for path, _ in specs]

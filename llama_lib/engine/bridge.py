@@ -16,7 +16,7 @@ import collections
 import threading
 
 __all__ = ["Mailbox", "GeventBridge", "ThreadBridge", "make_bridge", "RealSignal",
-           "start_real_thread"]
+           "start_real_thread", "real_lock"]
 
 
 def _original(module: str, name: str):
@@ -30,6 +30,11 @@ def _original(module: str, name: str):
 
 _allocate_lock = _original("_thread", "allocate_lock")
 _start_new_thread = _original("_thread", "start_new_thread")
+
+
+def real_lock():
+    """A lock on the OS's own primitive (gevent's patching leaves it alone)."""
+    return _allocate_lock()
 
 
 def start_real_thread(fn) -> None:
@@ -59,11 +64,20 @@ class RealSignal:
 class Mailbox:
     """Events for one request. put() never blocks; get() drains everything queued."""
 
-    def __init__(self, bridge):
+    def __init__(self, bridge, event=None):
+        """``event``: a wake-up shared with other mailboxes (a reader waiting on several
+        requests at once); by default the mailbox has its own."""
         self._items: collections.deque = collections.deque()
         self._bridge = bridge
-        self._event = bridge.new_event()
+        self._event = event if event is not None else bridge.new_event()
         self.closed = False
+
+    def drain(self) -> list:
+        """Everything queued now, without waiting."""
+        out = []
+        while self._items:
+            out.append(self._items.popleft())
+        return out
 
     def put(self, item) -> None:
         self._items.append(item)

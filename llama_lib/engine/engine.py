@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..batch import Batch
-from ..errors import DecodeError, LlamaError
-from .bridge import Mailbox, RealSignal, make_bridge, start_real_thread
+from ..errors import DecodeError, LlamaError, NoKvSlotError
+from .bridge import Mailbox, RealSignal, make_bridge, real_lock, start_real_thread
 from .events import FinalEvent, TokenEvent
 from .request import Request, Status
 from .scheduler import Plan, QueueFull, Scheduler
@@ -39,6 +39,7 @@ class EngineConfig:
     special: bool = False             # render special tokens in output text
     grp_attn_n: int = 1               # self-extend group factor (1: off)
     grp_attn_w: int = 512             # self-extend window
+    slot_prompt_similarity: float = 0.1   # -sps: how much of a prompt a slot's cache must match
 
 
 class _SlotText:
@@ -49,7 +50,19 @@ class _SlotText:
         self.stops = StopStrings(stops)
 
 
+class GrammarEnded(Exception):
+    """The request's grammar admits no further token: the request ends with FINISHED_GRAMMAR."""
+
+
 class Engine:
+    """The loop and its thread-safe API.
+
+    Failure belongs to the request that caused it: each slot's sample/accept/publish step
+    runs inside a boundary that ends that request (FAILED, ``server_error``) and leaves the
+    others running. If the loop itself ever stops on an error, ``failure`` says why, every
+    request in flight and every later ``submit`` gets an immediate ``unavailable_error``,
+    and ``on_failure(reason)`` (set by the server) is called once from the engine thread."""
+
     def __init__(self, model, context, config: EngineConfig, sampler_factory=None, bridge=None,
                  observer=None):
         from sampling import make_sampler
@@ -62,10 +75,15 @@ class Engine:
         if group_attn and not context.can_shift:
             raise ValueError("self-extend needs a KV cache whose positions can be edited; this model's cannot")
         # as llama-server: self-extend replaces context shift
+        unified = getattr(context, "kv_unified", False)
         self.scheduler = Scheduler(config.n_slots, self.n_ctx_slot, min(config.n_batch, context.n_batch),
                                    cont_batching=config.cont_batching,
                                    context_shift=config.context_shift and context.can_shift and not group_attn,
-                                   max_queue=config.max_queue, group_attn=group_attn)
+                                   max_queue=config.max_queue, group_attn=group_attn,
+                                   similarity=config.slot_prompt_similarity,
+                                   kv_cells=context.n_ctx if unified else 0,
+                                   keep_bos=bool(getattr(model.vocab, "add_bos", False)),
+                                   partial_rm=context.can_shift)
         self.lora_adapters: list = []     # LoraAdapter objects loaded with the model (--lora)
         self.lora_scales: list[float] = []
         self.sampler_factory = sampler_factory or make_sampler
@@ -73,9 +91,13 @@ class Engine:
         self.observer = observer          # metrics hooks: on_admit/on_token/on_finish
         self._batch = Batch(max(self.scheduler.n_batch, config.n_slots))
         self._inbox: collections.deque = collections.deque()
+        self._inbox_reqs = 0              # requests in the inbox (guarded by _lock)
+        self._lock = real_lock()          # submit vs. the loop stopping
         self._wake = RealSignal()
         self._stopped = RealSignal()
         self._running = False
+        self.failure: str | None = None   # why the loop stopped, if it stopped on an error
+        self.on_failure = None            # called once with the reason (engine thread)
         self._texts: dict[int, _SlotText] = {}
         self._embedding_mode = False
         self._eog = np.array([t for t in range(self.vocab.n_tokens) if self.vocab.is_eog(t)],
@@ -86,35 +108,37 @@ class Engine:
         self.n_busy_slot_steps = 0        # sum over decodes of the slots in the batch (/metrics)
 
     # --- thread-safe API (any thread) --------------------------------------------------
+    def make_sampler(self, params, prompt_tokens):
+        """The sampler for one request, built by the caller before submission (DRY tables,
+        grammar parsing). Raises what the factory raises (e.g. GrammarError)."""
+        return self.sampler_factory(params, self.vocab.n_tokens, prompt_tokens, self.vocab,
+                                    n_ctx=self.n_ctx_slot)
+
     def submit(self, req: Request) -> Request:
-        cap = self.config.max_queue
-        if cap and self.n_waiting + sum(1 for k, _ in self._inbox if k == "req") >= cap \
-                and self.scheduler.n_idle == 0:
-            raise QueueFull()
-        req.mailbox = Mailbox(self.bridge)
-        if not self._running:       # stopped (shutdown): answer at once instead of never
-            req.status, req.error = Status.ABORTED, "the server is shutting down"
-            req.mailbox.put(FinalEvent(Status.ABORTED, error=req.error, error_type="unavailable_error"))
-            self.bridge.flush()
-            return req
-        self._inbox.append(("req", req))
-        self._wake.set()
-        return req
+        return self.submit_many([req])[0]
 
     def submit_many(self, reqs: list[Request]) -> list[Request]:
         """Submit requests the loop must see together, so that one schedule() can put them
-        in one batch (several embedding inputs, one decode). One ``deque.extend`` of a list
-        is a single C call under the GIL: the engine thread drains none of them or all."""
-        if len(reqs) <= 1 or not self._running:
-            return [self.submit(req) for req in reqs]
-        cap = self.config.max_queue
-        if cap and self.n_waiting + len(reqs) + sum(1 for k, _ in self._inbox if k == "req") > cap \
-                and self.scheduler.n_idle < len(reqs):
-            raise QueueFull()
+        in one batch (several embedding inputs, one decode). Raises QueueFull (nothing
+        submitted) when they would wait beyond --max-queue. A stopped engine answers each at
+        once with an ``unavailable_error`` final event."""
         for req in reqs:
-            req.mailbox = Mailbox(self.bridge)
-        self._inbox.extend([("req", req) for req in reqs])
-        self._wake.set()
+            if req.mailbox is None:
+                req.mailbox = Mailbox(self.bridge)
+        with self._lock:
+            if self._running:
+                cap = self.config.max_queue
+                if cap and self.n_waiting + self._inbox_reqs + len(reqs) > cap + self.scheduler.n_idle:
+                    raise QueueFull()
+                self._inbox_reqs += len(reqs)
+                # one deque.extend of a list: the engine thread drains none of them or all
+                self._inbox.extend([("req", req) for req in reqs])
+                self._wake.set()
+                return reqs
+        reason = self.failure or "the server is shutting down"
+        for req in reqs:
+            self._end(req, Status.ABORTED, reason, "unavailable_error")
+        self.bridge.flush()
         return reqs
 
     def abort(self, req_id: int) -> None:
@@ -134,11 +158,16 @@ class Engine:
         start_real_thread(self._run)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if not self._running:
-            return
-        self._running = False
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
         self._wake.set()
         self._stopped.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._running
 
     # --- the loop (engine thread) ------------------------------------------------------
     def _run(self) -> None:
@@ -157,30 +186,39 @@ class Engine:
                 self._publish_counts()
                 self.bridge.flush()
                 self.bridge.wait_drained(0.02)
-        except BaseException:  # the loop must never die silently
+        except BaseException as exc:  # the loop must never die silently
             logger.exception("engine loop crashed")
-            self._fail_all("the engine stopped after an internal error")
-            raise
+            self.failure = f"the engine stopped after an internal error ({type(exc).__name__}: {exc})"
         finally:
-            self._fail_all("the server is shutting down", status=Status.ABORTED)
+            with self._lock:
+                self._running = False     # from here on submit() answers at once
+            if self.failure:
+                self._fail_all(self.failure, Status.FAILED, "server_error")
+            self._fail_all("the server is shutting down", Status.ABORTED, "unavailable_error")
+            self._publish_counts()
             self.bridge.flush()
             self._stopped.set()
+            if self.failure and self.on_failure is not None:
+                try:
+                    self.on_failure(self.failure)
+                except Exception:
+                    logger.exception("on_failure callback failed")
 
     def _drain_inbox(self) -> None:
         while self._inbox:
             kind, item = self._inbox.popleft()
             if kind == "req":
+                with self._lock:
+                    self._inbox_reqs -= 1
                 try:
                     self.scheduler.add(item)
                 except QueueFull:
-                    item.status = Status.FAILED
-                    item.mailbox.put(FinalEvent(Status.FAILED, error="the request queue is full",
-                                                error_type="unavailable_error"))
+                    self._end(item, Status.FAILED, "the request queue is full", "unavailable_error")
             elif kind == "abort":
                 req = self.scheduler.abort(item)
                 if req is not None:
                     self._texts.pop(req.slot_id, None)
-                    self._finish_event(req, None)
+                    self._finish_event(req)
             elif kind == "call":
                 fn, box = item
                 try:
@@ -191,27 +229,31 @@ class Engine:
     def _on_plan(self, plan: Plan) -> None:
         for req in plan.admitted:
             slot = self.scheduler.slots[req.slot_id]
-            if not req.options.embedding:
-                slot.sampler = self.sampler_factory(req.sampling, self.vocab.n_tokens,
-                                                    req.prompt_tokens, self.vocab, n_ctx=self.n_ctx_slot)
             self._texts[slot.id] = _SlotText(req.options.stop)
             if self.observer:
                 self.observer.on_admit(req)
+            if not req.options.embedding:
+                try:
+                    slot.sampler = req.sampler if req.sampler is not None else \
+                        self.make_sampler(req.sampling, req.prompt_tokens)
+                except Exception as exc:
+                    self._fail_slot(slot, exc)
         for req in plan.finished:
             self._texts.pop(req.slot_id, None)
-            self._finish_event(req, None)
+            self._finish_event(req)
         for slot in plan.context_full:
             self._finish(slot, Status.FINISHED_CONTEXT)
+        if any(e.slot.request is None for e in plan.entries):
+            plan.entries = [e for e in plan.entries if e.slot.request is not None]
 
     def _apply_kv_ops(self, plan: Plan) -> None:
         for op in plan.kv_ops:
             if op[0] == "rm":
                 _, seq, p0, p1 = op
                 if not self.ctx.seq_rm(seq, p0, p1):
-                    self.ctx.seq_rm(seq, -1, -1)     # partial removal unsupported: start over
-                    slot = self.scheduler.slots[seq]
-                    slot.pending = slot.cache_tokens[:] + slot.pending
-                    slot.cache_tokens = []
+                    # The scheduler only asks for partial removals the memory supports
+                    # (partial_rm); if libllama still refuses, the slot's cache is unknown.
+                    raise LlamaError(f"could not remove positions {p0}..{p1} of sequence {seq}")
             elif op[0] == "shift":
                 _, seq, n_keep, n_discard, n_past = op
                 self.ctx.seq_rm(seq, n_keep, n_keep + n_discard)
@@ -221,11 +263,8 @@ class Engine:
             else:   # "div"
                 self.ctx.seq_div(*op[1:])
 
-    def _step(self, plan: Plan) -> None:
-        self._apply_kv_ops(plan)
-        if plan.embedding != self._embedding_mode:
-            self.ctx.set_embeddings(plan.embedding)
-            self._embedding_mode = plan.embedding
+    def _fill(self, plan: Plan) -> dict[int, int]:
+        """Lay the plan's entries into the batch; the batch index of each entry's last token."""
         batch = self._batch
         batch.clear()
         index: dict[int, int] = {}
@@ -235,37 +274,121 @@ class Engine:
             else:
                 index[entry.slot.id] = batch.add(entry.tokens, entry.first_pos, entry.slot.id,
                                                  entry.wants_logits)
+        return index
+
+    def _decode(self, plan: Plan) -> dict[int, int] | None:
+        """Decode the plan's batch. When libllama finds no KV room (it returns 1 and restores
+        the memory), room is made (see _make_room) and the smaller batch is tried again, so
+        no request fails for lack of room it was admitted with. None: nothing left to decode."""
+        for _ in range(2 * len(self.scheduler.slots) + 4):
+            if not plan.entries:
+                return None
+            index = self._fill(plan)
+            try:
+                self.ctx.decode(self._batch)
+                return index
+            except NoKvSlotError as exc:
+                if not self._make_room(plan):
+                    raise DecodeError(f"no room in the KV cache: {exc.describe()}") from exc
+        raise DecodeError("no room in the KV cache after repeated attempts")
+
+    def _make_room(self, plan: Plan) -> bool:
+        """One step towards a batch that fits the KV cache (most useful first): put prompt
+        chunks back for a later step; drop idle slots' cached prompts; shift the context of
+        the generating slot that holds the most cells (or, without context shift, end it as
+        FINISHED_CONTEXT). False when nothing is left to try."""
+        prompts = [e for e in plan.entries if len(e.tokens) > 1 or e.slot.request.status is Status.PROMPT]
+        if prompts and len(prompts) < len(plan.entries):
+            plan.entries = [e for e in plan.entries if e not in prompts]
+            return True
+        if self.scheduler.drop_idle_caches(self.ctx.seq_rm):
+            return True
+        if prompts:
+            # only prompt chunks: one at a time, then half of it (an embedding input stays whole)
+            if len(prompts) > 1:
+                plan.entries = plan.entries[:1]
+                return True
+            entry = prompts[0]
+            if len(entry.tokens) > 1 and not entry.all_outputs:
+                entry.tokens = entry.tokens[:len(entry.tokens) // 2]
+                entry.wants_logits = False
+                return True
+            return False
+        gen = [e for e in plan.entries if e.slot.request is not None]
+        if not gen:
+            return False
+        entry = max(gen, key=lambda e: e.slot.n_past)
+        slot = entry.slot
+        ops: list = []
+        if self.scheduler.shift_now(slot, ops):
+            for op in ops:
+                _, seq, n_keep, n_discard, n_past = op
+                self.ctx.seq_rm(seq, n_keep, n_keep + n_discard)
+                self.ctx.seq_add(seq, n_keep + n_discard, n_past, -n_discard)
+            entry.first_pos = slot.n_past
+            return True
+        plan.entries.remove(entry)
+        self._finish(slot, Status.FINISHED_CONTEXT)
+        return True
+
+    def _step(self, plan: Plan) -> None:
+        self._apply_kv_ops(plan)
+        if plan.embedding != self._embedding_mode:
+            self.ctx.set_embeddings(plan.embedding)
+            self._embedding_mode = plan.embedding
         try:
-            self.ctx.decode(batch)
+            index = self._decode(plan)
         except DecodeError as exc:
             self._fail_plan(plan, exc)
+            return
+        if index is None:
             return
         self.n_decode_steps += 1
         self.n_busy_slot_steps += len(plan.entries)
         sampled: dict[int, int] = {}
         embeddings: dict[int, list] = {}
+        ended: dict[int, BaseException] = {}
         for entry in plan.entries:
             if not entry.wants_logits:
                 continue
             slot, req = entry.slot, entry.slot.request
-            if req.options.embedding:
-                embeddings[slot.id] = self._collect_embedding(entry, index[slot.id])
-            elif req.options.n_predict != 0:
-                sampled[slot.id] = self._sample(slot, index[slot.id])
+            try:
+                if req.options.embedding:
+                    embeddings[slot.id] = self._collect_embedding(entry, index[slot.id])
+                elif req.options.n_predict != 0:
+                    sampled[slot.id] = self._sample(slot, index[slot.id])
+            except Exception as exc:     # this request's failure, not the batch's
+                ended[slot.id] = exc
         for slot, token in self.scheduler.update(plan, sampled):
-            if slot.id in embeddings:
-                self._finish(slot, Status.FINISHED_LIMIT, embeddings=embeddings[slot.id])
-            elif token is None:
-                self._finish(slot, Status.FINISHED_LIMIT)
-            else:
-                self._on_token(slot, token)
+            try:
+                if slot.id in ended:
+                    exc = ended[slot.id]
+                    if isinstance(exc, GrammarEnded):
+                        self._finish(slot, Status.FINISHED_GRAMMAR)
+                    else:
+                        self._fail_slot(slot, exc)
+                elif slot.id in embeddings:
+                    self._finish(slot, Status.FINISHED_LIMIT, embeddings=embeddings[slot.id])
+                elif token is None:
+                    self._finish(slot, Status.FINISHED_LIMIT)
+                else:
+                    self._on_token(slot, token)
+            except Exception as exc:
+                if slot.request is not None:
+                    self._fail_slot(slot, exc)
+                else:
+                    raise
 
     def _sample(self, slot, i: int) -> int:
+        from sampling.grammar import GrammarExhausted
         logits = self.ctx.logits(i)
         if slot.request.options.ignore_eos and len(self._eog):
             logits = logits.copy()
             logits[self._eog] = -np.inf
-        return slot.sampler.sample(logits)
+        try:
+            return slot.sampler.sample(logits)
+        except GrammarExhausted as exc:
+            raise GrammarEnded(str(exc)) from exc
 
     def _collect_embedding(self, entry, last: int) -> list:
         if self.ctx.pooling == 0:   # LLAMA_POOLING_TYPE_NONE: one vector per token
@@ -318,14 +441,30 @@ class Engine:
         if self.observer:
             self.observer.on_finish(req, event)
 
-    def _finish_event(self, req: Request, slot) -> None:
-        """A request that ended outside _finish (aborted, failed at admission, context full)."""
-        error_type = "exceed_context_size_error" if req.status is Status.FAILED else "server_error"
+    def _end(self, req: Request, status: Status, error: str, error_type: str) -> None:
+        """End a request that never reached (or left) a slot, with its error and kind."""
+        req.status, req.error, req.error_type = status, error, error_type
+        self._finish_event(req)
+
+    def _finish_event(self, req: Request) -> None:
+        """A request that ended outside _finish (aborted, failed at admission or in its slot,
+        refused): its final event carries the error and the error's kind."""
         event = FinalEvent(req.status, n_predicted=req.n_generated, truncated=req.truncated,
-                           error=req.error, error_type=error_type, slot_id=req.slot_id)
+                           error=req.error, error_type=req.error_type or "server_error",
+                           slot_id=req.slot_id)
         req.mailbox.put(event)
         if self.observer:
             self.observer.on_finish(req, event)
+
+    def _fail_slot(self, slot, exc: BaseException) -> None:
+        """End the slot's request on an internal error; the other slots go on."""
+        logger.error("request in slot %d failed: %s: %s", slot.id, type(exc).__name__, exc,
+                     exc_info=not isinstance(exc, LlamaError))
+        req = self.scheduler.finish(slot, Status.FAILED)
+        self._texts.pop(slot.id, None)
+        req.error = f"internal error while generating: {exc}"
+        req.error_type = "server_error"
+        self._finish_event(req)
 
     def _timings(self, slot) -> dict:
         now = time.perf_counter()
@@ -356,25 +495,25 @@ class Engine:
             req = self.scheduler.finish(slot, Status.FAILED)
             self._texts.pop(slot.id, None)
             req.error = f"decode failed: {exc.describe()}"
-            self._finish_event(req, None)
+            req.error_type = "server_error"
+            self._finish_event(req)
 
-    def _fail_all(self, message: str, status: Status = Status.FAILED) -> None:
+    def _fail_all(self, message: str, status: Status, error_type: str) -> None:
         for slot in self.scheduler.slots:
             if slot.request is not None:
                 req = self.scheduler.finish(slot, status)
-                req.error = message
-                self._finish_event(req, None)
+                self._texts.pop(slot.id, None)
+                self._end(req, status, message, error_type)
         while self.scheduler.waiting:
-            req = self.scheduler.waiting.popleft()
-            req.status = status
-            req.error = message
-            self._finish_event(req, None)
+            self._end(self.scheduler.waiting.popleft(), status, message, error_type)
         while self._inbox:
             kind, item = self._inbox.popleft()
             if kind == "req":
-                item.status = status
-                item.error = message
-                self._finish_event(item, None)
+                with self._lock:
+                    self._inbox_reqs -= 1
+                self._end(item, status, message, error_type)
+            elif kind == "call":
+                item[1].put(("error", RuntimeError(message)))
 
     def _publish_counts(self) -> None:
         self.n_waiting = len(self.scheduler.waiting)

@@ -65,7 +65,13 @@ class Request:
     status: Status = Status.WAITING
     t_arrival: float = field(default_factory=time.perf_counter)
     error: str | None = None
+    # The failure's kind, set where it happens, mapped once to an HTTP status by the web
+    # layer: exceed_context_size_error (400), unavailable_error (503), server_error (500).
+    error_type: str = ""
     mailbox: Any = None
+    # Built by the web layer before submission (DRY tables and grammar parsing stay off the
+    # engine thread); None: the engine builds one at admission.
+    sampler: Any = None
     # Filled by the engine as it works:
     slot_id: int = -1
     n_cached: int = 0                # prompt tokens reused from the slot's cache

@@ -64,8 +64,19 @@ def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
 class Scheduler:
     def __init__(self, n_slots: int, n_ctx_slot: int, n_batch: int, *, cont_batching: bool = True,
                  context_shift: bool = True, max_queue: int = 0,
-                 group_attn: tuple[int, int] | None = None):
+                 group_attn: tuple[int, int] | None = None, similarity: float = 0.1,
+                 kv_cells: int = 0, keep_bos: bool = False, partial_rm: bool = True):
+        """``similarity``: -sps, the fraction of a prompt a slot's cache must share to be
+        chosen for it (0: always the least recently used slot). ``kv_cells``: with a unified
+        KV cache, the cells every slot draws from (0: each slot owns ``n_ctx_slot``).
+        ``keep_bos``: context shift keeps one more token (BOS). ``partial_rm``: the memory
+        can drop a range of a sequence (else a cached prefix is reused only whole)."""
         self.slots = [Slot(i, n_ctx_slot) for i in range(n_slots)]
+        self.similarity = similarity
+        self.kv_cells = kv_cells
+        self.keep_bos = keep_bos
+        self.partial_rm = partial_rm
+        self._last_batch_embedding = False   # embeddings and generation take turns
         self.n_ctx_slot = n_ctx_slot
         self.n_batch = n_batch
         self.cont_batching = cont_batching
@@ -105,22 +116,66 @@ class Scheduler:
 
     # --- admission --------------------------------------------------------------------
     def _pick_slot(self, req: Request) -> Slot | None:
+        """The pinned ``id_slot``; else, as llama-server, the idle slot whose cache shares the
+        largest fraction of the prompt when that fraction exceeds ``similarity``; else the
+        least recently used idle slot."""
         if req.options.id_slot >= 0:
             slot = self.slots[req.options.id_slot] if req.options.id_slot < len(self.slots) else None
             return slot if slot is not None and slot.idle else None
         idle = [s for s in self.slots if s.idle]
         if not idle:
             return None
-        if req.options.cache_prompt and not req.options.embedding:
-            return max(idle, key=lambda s: (common_prefix(s.cache_tokens, req.prompt_tokens),
-                                            -self._last_used[s.id]))
+        prompt = req.prompt_tokens
+        if self.similarity > 0 and req.options.cache_prompt and not req.options.embedding and prompt:
+            best, best_sim = None, 0.0
+            for s in idle:
+                if not s.cache_tokens:
+                    continue
+                sim = common_prefix(s.cache_tokens, prompt) / len(prompt)
+                if sim > best_sim and sim > self.similarity:
+                    best, best_sim = s, sim
+            if best is not None:
+                return best
         return min(idle, key=lambda s: self._last_used[s.id])
+
+    def _fits_unified(self, slot: Slot, req: Request, plan: Plan) -> bool:
+        """With a unified KV cache: whether the prompt fits the cells the busy slots leave,
+        after dropping idle slots' cached prompts (least recently used first) if needed."""
+        if not self.kv_cells:
+            return True
+        busy = sum(s.n_past + len(s.pending) for s in self.slots if not s.idle)
+        need = len(req.prompt_tokens) + 1
+        if busy + need > self.kv_cells and busy > 0:
+            return False            # waits until a busy slot finishes
+        cached = sum(s.n_past for s in self.slots if s.idle and s is not slot)
+        room = self.kv_cells - busy - slot.n_past - cached
+        for other in sorted((s for s in self.slots if s.idle and s is not slot and s.cache_tokens),
+                            key=lambda s: self._last_used[s.id]):
+            if room >= need:
+                break
+            plan.kv_ops.append(("rm", other.id, 0, -1))
+            room += other.n_past
+            other.cache_tokens = []
+        return True
+
+    def drop_idle_caches(self, seq_rm) -> bool:
+        """Free the KV cells of every idle slot's cached prompt (applied now through
+        ``seq_rm``); whether any were freed."""
+        freed = False
+        for slot in self.slots:
+            if slot.idle and slot.cache_tokens:
+                seq_rm(slot.id, -1, -1)
+                slot.cache_tokens = []
+                freed = True
+        return freed
 
     def _admit(self, plan: Plan) -> None:
         kept: collections.deque[Request] = collections.deque()
         while self.waiting:
             req = self.waiting.popleft()
             slot = self._pick_slot(req)
+            if slot is not None and not self._fits_unified(slot, req, plan):
+                slot = None
             if slot is None:
                 kept.append(req)
                 if req.options.id_slot < 0:
@@ -136,6 +191,7 @@ class Scheduler:
             if not req.options.truncate_prompt:
                 req.status = Status.FAILED
                 req.error = f"the prompt ({len(prompt)} tokens) does not fit the context ({self.n_ctx_slot})"
+                req.error_type = "exceed_context_size_error"
                 plan.finished.append(req)
                 return
             prompt = truncate_prompt(prompt, self.n_ctx_slot, req.options.n_keep)
@@ -147,6 +203,8 @@ class Scheduler:
             keep = min(common_prefix(slot.cache_tokens, prompt), len(self.shared_prefix), len(prompt) - 1)
         if slot.id in self._no_reuse or (self.group_attn and self.group_attn.grouped(slot.id)):
             keep = 0     # stale (see forget_caches), or grouped: N tokens share a position
+        if not self.partial_rm and keep < slot.n_past:
+            keep = 0     # the memory cannot drop a tail: start the sequence over
         self._no_reuse.discard(slot.id)
         if keep == 0 and self.group_attn:
             self.group_attn.reset(slot.id)
@@ -169,6 +227,10 @@ class Scheduler:
     def schedule(self) -> Plan:
         plan = Plan()
         self._admit(plan)
+        if not self._last_batch_embedding and self._embedding_batch(plan):
+            self._last_batch_embedding = True
+            return plan
+        self._last_batch_embedding = False
         budget = self.n_batch
         for slot in self.slots:
             req = slot.request
@@ -181,19 +243,9 @@ class Scheduler:
             budget -= 1
         if plan.entries and not self.cont_batching:
             return plan
-        embedding_entries: list[PlanEntry] = []
         for slot in self.slots:
             req = slot.request
-            if req is None or req.status is not Status.PROMPT or budget <= 0:
-                continue
-            if req.options.embedding:
-                # pooled embeddings need the whole input in one batch, and a batch of its own
-                if len(slot.pending) <= self.n_batch and not plan.entries:
-                    if sum(len(e.tokens) for e in embedding_entries) + len(slot.pending) <= self.n_batch:
-                        embedding_entries.append(PlanEntry(slot, list(slot.pending), slot.n_past,
-                                                           True, all_outputs=True))
-                continue
-            if embedding_entries:
+            if req is None or req.status is not Status.PROMPT or budget <= 0 or req.options.embedding:
                 continue
             n = min(len(slot.pending), budget)
             first_pos = self._position(slot, plan)
@@ -201,10 +253,28 @@ class Scheduler:
                 n = min(n, self.group_attn.room(slot.id, slot.n_past))
             plan.entries.append(PlanEntry(slot, slot.pending[:n], first_pos, n == len(slot.pending)))
             budget -= n
-        if embedding_entries and not plan.entries:
-            plan.entries = embedding_entries
-            plan.embedding = True
+        if not plan.entries and self._embedding_batch(plan):
+            self._last_batch_embedding = True
         return plan
+
+    def _embedding_batch(self, plan: Plan) -> bool:
+        """Pooled embeddings need each input whole in one batch, and a batch of their own:
+        all waiting inputs that fit ``n_batch``. The scheduler alternates such batches with
+        generation whenever both have work, so neither starves the other."""
+        entries: list[PlanEntry] = []
+        total = 0
+        for slot in self.slots:
+            req = slot.request
+            if req is None or req.status is not Status.PROMPT or not req.options.embedding:
+                continue
+            if total + len(slot.pending) <= self.n_batch:
+                entries.append(PlanEntry(slot, list(slot.pending), slot.n_past, True, all_outputs=True))
+                total += len(slot.pending)
+        if not entries:
+            return False
+        plan.entries = entries
+        plan.embedding = True
+        return True
 
     def _position(self, slot: Slot, plan: Plan) -> int:
         """Where the slot's next tokens go: n_past, or with self-extend the grouped position
@@ -219,12 +289,23 @@ class Scheduler:
         changed, so the cached keys and values were computed with other weights)."""
         self._no_reuse.update(s.id for s in self.slots)
 
+    def shift_now(self, slot: Slot, ops: list) -> bool:
+        """Context shift outside planning (the engine making KV room): the edit goes to
+        ``ops`` for the caller to apply at once."""
+        plan = Plan()
+        if not self._shift(slot, plan):
+            return False
+        ops.extend(plan.kv_ops)
+        return True
+
     def _shift(self, slot: Slot, plan: Plan) -> bool:
         """Context shift: drop half of the tokens after n_keep, as the seed's server did."""
         req = slot.request
         if not self.context_shift:
             return False
         n_keep = slot.n_prompt if req.options.n_keep < 0 else req.options.n_keep
+        if self.keep_bos:
+            n_keep += 1      # as llama-server: BOS stays in front of what is kept
         n_keep = min(n_keep, self.n_ctx_slot - 4)
         n_discard = (slot.n_past - n_keep) // 2
         if n_discard <= 0:

@@ -48,9 +48,17 @@ class FakeEngine:
         self.ctx = SimpleNamespace(n_ubatch=512, pooling=1)
         self.submitted = []
         self.aborted = []
+        self.failure = None
+
+    def make_sampler(self, params, prompt_tokens):
+        return None
+
+    def submit_many(self, reqs):
+        return [self.submit(req) for req in reqs]
 
     def submit(self, req):
-        req.mailbox = Mailbox(self.bridge)
+        if req.mailbox is None:
+            req.mailbox = Mailbox(self.bridge)
         self.submitted.append(req)
         req.slot_id = 0
         for b in self.reply.encode():

@@ -268,6 +268,9 @@ class EvenTokensOnly:
         out[1::2] = -np.inf
         return out
 
+    def masked_in(self, token):
+        return self.allows(token)
+
     def accept(self, token):
         assert self.allows(token)
         self.accepted.append(token)

@@ -192,9 +192,21 @@ def test_embedding_requests_get_a_batch_of_their_own_with_every_output():
     s.add(req([4, 5], embedding=True))
     s.add(req([6, 7, 8], embedding=True))
     plan = s.schedule()
-    assert not plan.embedding and len(plan.entries) == 1   # the generating slot first
-    s.finish(s.slots[0], Status.FINISHED_EOS)
-    s.update(plan, {})
-    plan = s.schedule()
     assert plan.embedding and [e.tokens for e in plan.entries] == [[4, 5], [6, 7, 8]]
     assert all(e.all_outputs for e in plan.entries)
+    assert all(e.slot.request.options.embedding for e in plan.entries)   # no generation inside
+
+
+def test_embeddings_and_generation_take_turns_so_neither_starves():
+    s = Scheduler(n_slots=3, n_ctx_slot=256, n_batch=64)
+    s.add(req([1, 2, 3]))
+    run_step(s)                                   # now generating
+    kinds = []
+    for i in range(6):
+        s.add(req([10 + i, 11], embedding=True))
+        plan, results = run_step(s)
+        kinds.append("embedding" if plan.embedding else "generation")
+        for slot, _tok in results:
+            if slot.request.options.embedding:
+                s.finish(slot, Status.FINISHED_LIMIT)
+    assert kinds == ["embedding", "generation"] * 3

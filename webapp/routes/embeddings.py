@@ -21,9 +21,9 @@ import math
 import numpy as np
 from flask import Blueprint, jsonify
 
-from llama_lib.engine import GenerationOptions, QueueFull, Request
+from llama_lib.engine import GenerationOptions, Request
 
-from ..completion import collect, json_body, tokenize_prompt
+from ..completion import collect_all, json_body, tokenize_prompt
 from ..errors import ApiError, BadRequest
 from .openai import check_known_fields, response_model
 
@@ -137,17 +137,8 @@ def _embed(engine, inputs: list, key: str, norm: int) -> list[tuple[list, int]]:
         token_lists.append(tokens)
     options = GenerationOptions(n_predict=0, cache_prompt=False, truncate_prompt=False, embedding=True)
     requests = [Request(prompt_tokens=tokens, options=options) for tokens in token_lists]
-    try:
-        engine.submit_many(requests)     # seen together: the scheduler batches them
-    except QueueFull:
-        raise ApiError("the server is busy: the request queue is full", "unavailable_error", 503,
-                       headers={"Retry-After": "1"}) from None
-    try:
-        finals = [collect(engine, req).final for req in requests]
-    except BaseException:
-        for req in requests:
-            engine.abort(req.id)
-        raise
+    # submitted together, so the scheduler batches them; any failure aborts the rest
+    finals = [got.final for got in collect_all(engine, requests)]
     pooled = engine.ctx.pooling != POOLING_NONE
     out = []
     for final, tokens in zip(finals, token_lists):

@@ -9,7 +9,8 @@ Differences from the native ``/completion`` that are on purpose (as in llama-ser
 - A prompt that does not fit the slot's context is refused with 400
   ``exceed_context_size_error`` (with ``n_prompt_tokens`` and ``n_ctx``) before anything is
   generated or streamed; it is never truncated.
-- ``n`` choices are ``n`` engine requests, one slot each, so ``n`` may not exceed the slots.
+- ``n`` choices are ``n`` engine requests, one slot each, so ``n`` may not exceed the slots;
+  streamed, their chunks are interleaved as they are generated.
 - Token log-probabilities come from the candidates the sampler kept, as the native
   ``n_probs`` does. The engine is asked for the top 20 at least, so the chosen token's own
   log-probability is known whenever it is among them (OpenAI's rule); otherwise it is
@@ -29,7 +30,8 @@ from flask import Blueprint, jsonify
 from llama_lib.engine import FinalEvent, FinishReason, Status
 from sampling.params import FIELDS
 
-from ..completion import parse_options, raise_for_failure, sampling_for, start, stream_events
+from ..completion import (collect_all, new_request, parse_options, raise_for_failure, sampling_for,
+                          submit)
 from ..errors import ApiError, BadRequest
 
 __all__ = ["make_blueprint", "submit_choices", "open_stream", "check_known_fields", "completion_id",
@@ -150,7 +152,8 @@ def _seeded(params, j: int):
 
 
 def submit_choices(state, engine, body: dict, token_lists: list[list[int]], gen: Generation) -> list:
-    """Validate and submit n requests per prompt (choice index = prompt * n + j)."""
+    """Validate and build n requests per prompt (choice index = prompt * n + j); they are
+    submitted by open_stream() or collect_choices()."""
     native = dict(body)
     native["n_predict"] = gen.n_predict
     native.pop("n_probs", None)
@@ -167,16 +170,8 @@ def submit_choices(state, engine, body: dict, token_lists: list[list[int]], gen:
     params = sampling_for(sampling_body, state, engine.vocab)
     for tokens in token_lists:
         check_fits(engine, tokens)
-    requests = []
-    try:
-        for tokens in token_lists:
-            for j in range(gen.n):
-                requests.append(start(engine, tokens, options, _seeded(params, j)))
-    except BaseException:
-        for req in requests:
-            engine.abort(req.id)
-        raise
-    return requests
+    return [new_request(engine, tokens, options, _seeded(params, j))
+            for tokens in token_lists for j in range(gen.n)]
 
 
 def check_fits(engine, tokens: list[int]) -> None:
@@ -192,35 +187,22 @@ def check_fits(engine, tokens: list[int]) -> None:
 
 # --- reading the results back --------------------------------------------------------------
 
-def _events_in_turn(engine, requests):
-    """(choice index, events) for each request in turn. Every request generates at once in
-    the engine; their events wait in their mailboxes until read. Closing the generator early
-    (client gone) aborts the requests not finished yet."""
-    unfinished = set(range(len(requests)))
-    try:
-        for i, req in enumerate(requests):
-            for events in stream_events(engine, req):
-                yield i, events
-            unfinished.discard(i)
-    finally:
-        for i in unfinished:
-            engine.abort(requests[i].id)
-
-
 def open_stream(engine, requests):
-    """(choice index, events) of every request, as a generator to close() when done.
+    """Submit the requests and return their (choice index, events), interleaved as they are
+    generated, as a generator to close() when done (closing aborts what is unfinished).
 
     It waits for the first events before returning, so that a request failing at once (the
-    queue full, the engine stopping) is answered with an HTTP error instead of a stream
-    that carries one."""
-    events = _events_in_turn(engine, requests)
+    queue full, the engine stopping, the prompt refused) is answered with an HTTP error
+    instead of a stream that carries one."""
+    group = submit(engine, requests)
+    events = iter(group)
     try:
         first = next(events)
         for ev in first[1]:
-            if isinstance(ev, FinalEvent) and ev.status is Status.FAILED:
+            if isinstance(ev, FinalEvent) and ev.status in (Status.FAILED, Status.ABORTED):
                 raise_for_failure(ev)
     except BaseException:
-        events.close()
+        group.close()
         raise
 
     def primed():
@@ -228,29 +210,15 @@ def open_stream(engine, requests):
             yield first
             yield from events
         finally:
-            events.close()
+            group.close()
     return primed()
 
 
 def collect_choices(engine, requests) -> list[dict]:
-    """Non-streamed: for each choice, its text, token events and final event."""
-    out = [{"text": [], "tokens": [], "final": None} for _ in requests]
-    stream = open_stream(engine, requests)
-    try:
-        for i, events in stream:
-            choice = out[i]
-            for ev in events:
-                choice["text"].append(ev.text)
-                if isinstance(ev, FinalEvent):
-                    choice["final"] = ev
-                else:
-                    choice["tokens"].append(ev)
-    finally:
-        stream.close()
-    for choice in out:
-        raise_for_failure(choice["final"])
-        choice["text"] = "".join(choice["text"])
-    return out
+    """Non-streamed: for each choice, its text, token events and final event. The client
+    is watched while the choices generate; the first failure aborts the others."""
+    return [{"text": got.text, "tokens": got.token_events, "final": got.final}
+            for got in collect_all(engine, requests)]
 
 
 # --- response pieces -----------------------------------------------------------------------

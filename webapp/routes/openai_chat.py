@@ -3,7 +3,8 @@
 The messages are validated (``normalize_messages``), rendered with the template the server
 chose at startup (``state.chat_template``), and tokenized with special tokens parsed. When
 the last message is the assistant's, its text is a prefill: the reply continues it. Tool
-definitions (``tools``) reach the template; replies are plain text (no tool-call parsing).
+definitions (``tools``) reach the template; replies are plain text (no tool-call parsing). With ``n`` > 1 the choices
+generate together and a stream interleaves their chunks as they come.
 """
 from __future__ import annotations
 
@@ -160,11 +161,11 @@ def _stream(vocab, meta: dict, events, gen: Generation, top_n: int, include_usag
         lp = _logprobs(vocab, token_events, top_n) if gen.logprobs and token_events else None
         return chunk([{"index": i, "delta": {"content": content}, "logprobs": lp, "finish_reason": None}])
 
-    finals: list[FinalEvent | None] = []
+    finals: dict[int, FinalEvent | None] = {}    # choices arrive interleaved
     try:
         for i, batch in events:
-            if i == len(finals):
-                finals.append(None)
+            if i not in finals:
+                finals[i] = None
                 yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
                               "logprobs": None, "finish_reason": None}])
             tokens = [ev for ev in batch if isinstance(ev, TokenEvent)]
@@ -185,7 +186,7 @@ def _stream(vocab, meta: dict, events, gen: Generation, top_n: int, include_usag
             yield chunk([{"index": i, "delta": {}, "logprobs": None,
                           "finish_reason": finish_reason(final)}], timings=final.timings)
         if include_usage:
-            yield chunk([], usage=usage_of(finals, gen.n))
+            yield chunk([], usage=usage_of([finals[i] for i in sorted(finals)], gen.n))
         yield sse_done()
     finally:
         events.close()

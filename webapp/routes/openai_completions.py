@@ -138,13 +138,13 @@ class _Job:
         return sse_data({**self.meta, "choices": choices, **extra})
 
     def stream(self, events, include_usage: bool):
-        finals: list[FinalEvent | None] = []
-        offsets: list[int] = []
+        finals: dict[int, FinalEvent | None] = {}     # choices arrive interleaved
+        offsets: dict[int, int] = {}
         try:
             for i, batch in events:
-                if i == len(finals):
-                    finals.append(None)
-                    offsets.append(0)
+                if i not in finals:
+                    finals[i] = None
+                    offsets[i] = 0
                     if self.echo:
                         yield self._text(i, self.echoes[self.prompt_of(i)], (), offsets,
                                          with_prompt=True)
@@ -164,12 +164,12 @@ class _Job:
                 yield self._chunk([{"text": final.text, "index": i, "logprobs": None,
                                     "finish_reason": finish_reason(final)}], timings=final.timings)
             if include_usage:
-                yield self._chunk([], usage=usage_of(finals, self.gen.n))
+                yield self._chunk([], usage=usage_of([finals[i] for i in sorted(finals)], self.gen.n))
             yield sse_done()
         finally:
             events.close()
 
-    def _text(self, i: int, text: str, tokens, offsets: list[int], with_prompt: bool = False) -> bytes:
+    def _text(self, i: int, text: str, tokens, offsets: dict[int, int], with_prompt: bool = False) -> bytes:
         lp = None
         if self.gen.logprobs and (tokens or with_prompt):
             lp = self._logprobs(tokens, offsets[i], self.prompt_of(i) if with_prompt else None)
