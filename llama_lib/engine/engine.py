@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -98,6 +99,9 @@ class Engine:
         self._running = False
         self.failure: str | None = None   # why the loop stopped, if it stopped on an error
         self.on_failure = None            # called once with the reason (engine thread)
+        # A test aid: LLAMA_SERVER_FAILPOINT=engine-loop makes the loop raise on its first
+        # decode step, so the tests can check what the server does when the loop dies.
+        self._failpoint = os.environ.get("LLAMA_SERVER_FAILPOINT", "")
         self._texts: dict[int, _SlotText] = {}
         self._embedding_mode = False
         self._eog = np.array([t for t in range(self.vocab.n_tokens) if self.vocab.is_eog(t)],
@@ -332,6 +336,8 @@ class Engine:
         return True
 
     def _step(self, plan: Plan) -> None:
+        if self._failpoint == "engine-loop":
+            raise RuntimeError("failpoint engine-loop")
         self._apply_kv_ops(plan)
         if plan.embedding != self._embedding_mode:
             self.ctx.set_embeddings(plan.embedding)

@@ -210,3 +210,32 @@ def test_embeddings_and_generation_take_turns_so_neither_starves():
             if slot.request.options.embedding:
                 s.finish(slot, Status.FINISHED_LIMIT)
     assert kinds == ["embedding", "generation"] * 3
+
+
+@pytest.mark.parametrize("keep_bos, kept", [(False, 0), (True, 1)], ids=["no-bos", "bos-kept"])
+def test_context_shift_keeps_bos_in_front_of_n_keep(keep_bos, kept):
+    s = Scheduler(n_slots=1, n_ctx_slot=16, n_batch=16, keep_bos=keep_bos)
+    s.add(req(range(1, 9)))
+    for _ in range(10):
+        plan, _results = run_step(s)
+        shifts = [op for op in plan.kv_ops if op[0] == "shift"]
+        if shifts:
+            assert shifts[0][2] == kept      # ("shift", seq, n_keep, n_discard, n_past)
+            return
+    raise AssertionError("no context shift happened")
+
+
+def test_similarity_picks_the_slot_sharing_enough_of_the_prompt_else_the_lru_slot():
+    s = Scheduler(n_slots=2, n_ctx_slot=256, n_batch=256, similarity=0.5)
+    long = list(range(1, 101))
+    s.add(req(long, cache_prompt=True))
+    plan, _ = run_step(s)
+    first = plan.entries[0].slot
+    s.finish(first, Status.FINISHED_EOS)
+    s.add(req([1, 2] + list(range(200, 240)), cache_prompt=True))   # shares 2 of 42 tokens
+    plan, _ = run_step(s)
+    assert plan.entries[0].slot is not first
+    s.finish(plan.entries[0].slot, Status.FINISHED_EOS)
+    s.add(req(long + [7, 8], cache_prompt=True))                     # shares 100 of 102
+    plan, _ = run_step(s)
+    assert plan.entries[0].slot is first and plan.admitted[0].n_cached == 100
