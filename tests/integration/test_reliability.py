@@ -28,7 +28,9 @@ PROMPTS = ["The capital of France is", "Once upon a time", "List three fruits:",
 @pytest.fixture(scope="module")
 def srv(server_factory):
     # one compute thread: on a crowded CI machine two spinning threads slow every decode down
-    return server_factory("-np", "4", "-c", "2048", "--metrics", "-t", "1", shared=False)
+    # --embeddings: the embedding routes join the mix (and the 4 slots share a unified KV cache)
+    return server_factory("-np", "4", "-c", "2048", "--metrics", "-t", "1", "--embeddings",
+                          "--pooling", "mean", shared=False)
 
 
 def rss_mb(pid: int) -> float:
@@ -61,8 +63,10 @@ def check_completion(body: dict) -> None:
 def one_request(srv, rng: random.Random, i: int) -> str:
     """Run one request; returns what happened ("ok:<kind>" or "dropped")."""
     kind = rng.choice(["complete", "complete", "stream", "stream", "tokenize", "health", "props",
-                       "slots", "metrics"])
+                       "slots", "metrics", "chat", "chat_stream", "cmpl_n2", "multi", "embed"])
     url = srv.url
+    if kind in OTHER_ROUTES:
+        return other_route(url, kind, rng, i)
     if kind in ("complete", "stream"):
         body = {"prompt": rng.choice(PROMPTS) + f" #{i}", "n_predict": rng.randint(1, 4),
                 "temperature": rng.choice([0, 0.8]), "cache_prompt": rng.random() < 0.7,
@@ -107,6 +111,46 @@ def one_request(srv, rng: random.Random, i: int) -> str:
     else:
         r = requests.get(url + "/metrics", timeout=60)
         assert r.status_code == 200 and "llamacpp:requests_processing" in r.text
+    return f"ok:{kind}"
+
+
+OTHER_ROUTES = {
+    # kind: (path, body, streamed)
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}, False),
+    "chat_stream": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+                                             "max_tokens": 4, "stream": True, "n": 2}, True),
+    "cmpl_n2": ("/v1/completions", {"prompt": "Tea is", "max_tokens": 4, "n": 2}, False),
+    "multi": ("/completion", {"prompt": ["One:", "Two:"], "n_predict": 4}, False),
+    "embed": ("/v1/embeddings", {"input": ["hello", "world"]}, False),
+}
+
+
+def other_route(url: str, kind: str, rng: random.Random, i: int) -> str:
+    """The OpenAI routes, several prompts and embeddings; a third of the clients leave."""
+    path, body, streamed = OTHER_ROUTES[kind]
+    body = json.loads(json.dumps(body))
+    drop = rng.random() < 1 / 3
+    if drop:
+        try:
+            r = requests.post(url + path, json=body, stream=streamed, timeout=rng.uniform(0.001, 0.05))
+            r.close()
+        except requests.Timeout:
+            pass
+        return "dropped"
+    r = requests.post(url + path, json=body, stream=streamed, timeout=120)
+    assert r.status_code == 200, r.text
+    if streamed:
+        frames = [f for f in r.content.split(b"\n\n") if f.strip()]
+        assert frames[-1] == b"data: [DONE]"
+        finished = [c["index"] for f in frames[:-1] for c in json.loads(f[6:])["choices"]
+                    if c.get("finish_reason")]
+        assert sorted(finished) == [0, 1]
+    elif kind == "multi":
+        assert [x["index"] for x in r.json()] == [0, 1]
+    elif kind == "embed":
+        assert [len(d["embedding"]) > 0 for d in r.json()["data"]] == [True, True]
+    else:
+        assert r.json()["choices"] and all(c["finish_reason"] for c in r.json()["choices"])
     return f"ok:{kind}"
 
 
