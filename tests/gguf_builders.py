@@ -4,6 +4,9 @@
   replaced (e.g. FIM token ids, a shorter training context); tensor bytes are copied as is.
 - ``fim_model(src, dst, ...)``: the default model with fill-in-the-middle token ids pointing
   at existing special tokens, so ``/infill`` has something to work with.
+- ``split_model(src, stem, n)``: the model split into ``STEM-00001-of-0000N.gguf``, ... the
+  way llama.cpp's ``gguf-split`` writes them (all metadata in the first part, ``split.*`` keys
+  in every part, the tensors in file order, each part's data section its own).
 - ``lora_adapter(base, dst, ...)``: a LoRA adapter GGUF whose A/B matrices match the base
   model's tensor shapes (llama.cpp's layout: ``<tensor>.lora_a`` has ggml shape
   ``[n_in, rank]``, ``<tensor>.lora_b`` ``[rank, n_out]``).
@@ -23,7 +26,7 @@ import numpy as np
 import gguf
 from gguf import GGUFValueType as T
 
-__all__ = ["copy_with_metadata", "fim_model", "lora_adapter", "read_layout", "U32"]
+__all__ = ["copy_with_metadata", "fim_model", "lora_adapter", "read_layout", "split_model", "U32"]
 
 U32 = T.UINT32
 _SCALAR = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
@@ -137,6 +140,40 @@ def fim_model(src: str, dst: str, *, pre: int, suf: int, mid: int, sep: int | No
             "tokenizer.ggml.fim_mid_token_id": mid, "tokenizer.ggml.fim_sep_token_id": sep,
             "tokenizer.ggml.fim_rep_token_id": rep}
     return copy_with_metadata(src, dst, {k: (v, U32) for k, v in keys.items() if v is not None})
+
+
+def split_model(src: str, stem: str, n: int) -> list[str]:
+    """Write ``src`` as ``n`` split parts ``{stem}-0000i-of-0000n.gguf``; return their paths."""
+    layout = read_layout(src)
+    tensors = sorted(layout.tensors, key=lambda t: t[3])
+    size = -(-len(tensors) // n)
+    groups = [tensors[i:i + size] for i in range(0, len(tensors), size)]
+    if len(groups) != n:
+        raise ValueError(f"{len(tensors)} tensors do not make {n} parts")
+    with open(src, "rb") as f:
+        data_size = f.seek(0, 2) - layout.data_offset
+    split_kv = {"split.count": (n, T.UINT16), "split.tensors.count": (len(tensors), T.INT32)}
+    paths = []
+    for i, group in enumerate(groups):
+        first = group[0][3]
+        end = groups[i + 1][0][3] if i + 1 < n else data_size
+        kv = [_string_bytes(key) + raw for key, raw, _v in layout.kv
+              if i == 0 or key == "general.alignment"]
+        kv += [_encode_kv(key, *value) for key, value in
+               {"split.no": (i, T.UINT16), **split_kv}.items()]
+        info = b"".join(_string_bytes(name) + struct.pack(f"<I{len(dims)}Q", len(dims), *dims)
+                        + struct.pack("<IQ", ttype, offset - first)
+                        for name, dims, ttype, offset in group)
+        meta = struct.pack("<IIQQ", gguf.GGUF_MAGIC, layout.version, len(group), len(kv))
+        meta += b"".join(kv) + info
+        meta += b"\0" * (-len(meta) % layout.alignment)
+        path = f"{stem}-{i + 1:05d}-of-{n:05d}.gguf"
+        with open(src, "rb") as fin, open(path, "wb") as fout:
+            fout.write(meta)
+            fin.seek(layout.data_offset + first)
+            fout.write(fin.read(end - first))   # offsets in a part are relative to its own data
+        paths.append(path)
+    return paths
 
 
 def lora_adapter(base: str, dst: str, *, targets=("attn_q", "attn_v", "ffn_down"), layers=None,

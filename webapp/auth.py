@@ -5,27 +5,31 @@ With at least one key configured, every request must carry one, as
 llama-server) or ``X-Api-Key: <key>``. Exempt, as in llama-server: ``/health`` and
 ``/v1/health``, CORS preflight (``OPTIONS``: browsers send no credentials there), and GET
 requests for the web front end (``/``, the ``ui`` blueprint's pages and ``/static/...``
-files), which hold no model output. Anything else without a valid key gets 401 in the
-OpenAI error shape.
+files), which hold no model output; also ``/openapi.json``, which only describes the API.
+Anything else without a valid key gets 401 in the OpenAI error shape.
 
 A key file holds one key per line; blank lines and lines starting with ``#`` are ignored.
 A file that cannot be read, or holds no key, stops startup: an empty file must not quietly
 turn authentication off.
+
+``/health`` stays public, but what it can embed (``?include_slots``: every slot's last prompt)
+is model output: ``has_valid_key()`` tells a public route whether the request carries a key
+that would have let it through the check (always true when no key is configured).
 """
 from __future__ import annotations
 
 import hmac
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
 
 from .errors import error_body
 
-__all__ = ["install_auth", "load_keys", "key_matches"]
+__all__ = ["install_auth", "load_keys", "key_matches", "has_valid_key"]
 
 logger = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/health", "/v1/health"})
+PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/openapi.json"})
 FRONT_END_PATHS = frozenset({"/", "/index.html", "/favicon.ico", "/completion.js",
                              "/json-schema-to-grammar.mjs"})
 FRONT_END_BLUEPRINTS = frozenset({"ui"})
@@ -78,8 +82,15 @@ def _is_exempt() -> bool:
             or request.blueprint in FRONT_END_BLUEPRINTS)
 
 
+def has_valid_key() -> bool:
+    """Whether the current request carries a configured key, or no key is configured."""
+    keys = current_app.extensions["api_keys"]   # set by install_auth: a missing entry fails closed
+    return not keys or key_matches(_presented_key(), keys)
+
+
 def install_auth(app: Flask, state) -> None:
     keys = load_keys(state.settings)
+    app.extensions["api_keys"] = keys
     if not keys:
         return
     logger.info("API keys required (%d key%s)", len(keys), "" if len(keys) == 1 else "s")

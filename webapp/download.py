@@ -13,7 +13,8 @@ against the ``#sha256=`` when given). The cache is ``$LLAMA_CACHE``, else
 that quantization, ``Q4_K_M`` by default) goes through ``huggingface_hub.hf_hub_download``:
 its cache (``$HF_HUB_CACHE``/``$HF_HOME``, ``~/.cache/huggingface/hub``), its resume logic,
 its progress bars, ``$HF_ENDPOINT``; the token is ``-hft`` or ``$HF_TOKEN``. With ``-m`` the
-file is then also copied to that path.
+file is then also copied to that path; a split model's parts are copied next to it under the
+names libllama's split loader looks for (``split_names``), and the model path is the first.
 
 Every failure is a ``DownloadError`` with a one-line message; ``webapp.cli`` prints it and
 exits with status 1 before anything listens.
@@ -28,7 +29,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-__all__ = ["DownloadError", "cache_dir", "resolve_model", "fetch_url", "fetch_hf"]
+__all__ = ["DownloadError", "cache_dir", "resolve_model", "fetch_url", "fetch_hf", "split_names"]
 
 _CHUNK = 1 << 20
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
@@ -205,13 +206,31 @@ def fetch_hf(repo: str, filename: str | None, token: str | None, dest: str | Non
         raise DownloadError(f"Hugging Face download of {repo}/{filename} failed: {_one_line(exc)}") from None
     if dest is None:
         return paths[0]
+    targets = [dest] if len(paths) == 1 else split_names(dest, len(paths))
+    target = dest
     try:
         os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        shutil.copyfile(paths[0], dest + ".part")
-        os.replace(dest + ".part", dest)
+        for src, target in zip(paths, targets):
+            shutil.copyfile(src, target + ".part")
+            os.replace(target + ".part", target)
     except OSError as exc:
-        raise DownloadError(f"cannot write {dest}: {exc.strerror}") from None
-    return dest
+        raise DownloadError(f"cannot write {target}: {exc.strerror}") from None
+    return targets[0]
+
+
+def split_names(dest: str, count: int) -> list[str]:
+    """Where the parts of a split model go for ``-m DEST``: ``STEM-00001-of-0000N.gguf``, ...
+    next to DEST (STEM: DEST without ``.gguf`` and without a split suffix of its own).
+
+    libllama opens a split model from its first part and finds the others by rewriting that
+    path's ``-00001-of-0000N.gguf`` tail (``llama_split_prefix`` / ``llama_split_path``): a
+    first part saved under DEST's plain name would not load, and the parts must sit side by
+    side. Deriving the names from DEST keeps the name the user chose (unlike the repository's
+    own names) and makes them what the loader looks for; the model path is the first part.
+    """
+    stem = dest[:-len(".gguf")] if dest.lower().endswith(".gguf") else dest
+    stem = re.sub(r"-\d{5}-of-\d{5}$", "", stem)
+    return [f"{stem}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
 
 
 def _pick_gguf(repo: str, quant: str, token: str | None) -> str:

@@ -124,6 +124,55 @@ def test_path_never_leaves_its_folder(site, path):
     assert b"do not serve" not in r.get_data()
 
 
+@pytest.fixture(scope="module")
+def linked_site(tmp_path_factory):
+    """A --path folder whose index.html files are symlinks, some leading out of it."""
+    base = tmp_path_factory.mktemp("linked")
+    root, outside = base / "public", base / "outside"
+    for folder in (root / "sub", root / "real", root / "in", outside):
+        folder.mkdir(parents=True)
+    (outside / "index.html").write_text("do not serve")
+    (root / "real" / "index.html").write_text("real page")
+    (root / "page.html").write_text("inner page")
+    os.symlink(outside / "index.html", root / "index.html")               # out, absolute
+    os.symlink("../../outside/index.html", root / "sub" / "index.html")   # out, relative
+    os.symlink(outside, root / "outdir")                                  # a folder out
+    os.symlink("../page.html", root / "in" / "index.html")                # stays inside
+    os.symlink(root / "real", root / "alias")                             # a folder inside
+    return root
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("/sub/", id="folder-index-out"),
+    pytest.param("/sub", id="folder-index-out-no-slash"),
+    pytest.param("/sub/index.html", id="index-out"),
+    pytest.param("/outdir/", id="folder-out"),
+    pytest.param("/outdir/index.html", id="file-in-folder-out"),
+])
+def test_symlinked_index_files_never_lead_out(linked_site, path):
+    r = client_for("--path", str(linked_site)).get(path, follow_redirects=True)
+    assert is_openai_404(r)
+    assert b"do not serve" not in r.get_data()
+
+
+@pytest.mark.parametrize("path", ["/", "/index.html"])
+def test_a_root_index_leading_out_gives_the_built_in_page(linked_site, path):
+    r = client_for("--path", str(linked_site)).get(path)
+    assert r.status_code == 200 and b"do not serve" not in r.get_data()
+    assert page_config(r.get_data(as_text=True))["urls"]["completion"] == "/completion"
+
+
+@pytest.mark.parametrize("path, text", [
+    pytest.param("/in/", "inner page", id="folder-index-inside"),
+    pytest.param("/in/index.html", "inner page", id="index-inside"),
+    pytest.param("/alias/", "real page", id="folder-inside"),
+    pytest.param("/alias/index.html", "real page", id="file-in-folder-inside"),
+])
+def test_symlinks_that_stay_inside_keep_working(linked_site, path, text):
+    r = client_for("--path", str(linked_site)).get(path)
+    assert r.status_code == 200 and r.get_data(as_text=True) == text
+
+
 def test_path_that_is_not_a_folder_stops_startup(tmp_path):
     with pytest.raises(SystemExit, match="--path"):
         client_for("--path", str(tmp_path / "missing"))

@@ -88,6 +88,23 @@ def test_health_front_end_and_preflight_need_no_key(secured, method, path):
     assert r.status_code == 200
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("headers, has_slots", [
+    pytest.param({}, False, id="no-key"),
+    pytest.param({"Authorization": "Bearer wrong"}, False, id="wrong-key"),
+    pytest.param({"Authorization": "Bearer key-one"}, True, id="bearer-key"),
+    pytest.param({"X-Api-Key": "key-from-file"}, True, id="x-api-key"),
+])
+def test_health_embeds_the_slots_only_for_a_valid_key(secured, headers, has_slots):
+    r = secured.get("/health?include_slots", headers=headers)
+    assert r.status_code == 200   # /health itself stays public
+    body = r.json()
+    assert body["status"] == "ok" and body["slots_idle"] + body["slots_processing"] == 1
+    assert ("slots" in body) is has_slots
+    if has_slots:
+        assert [s["id"] for s in body["slots"]] == [0]
+
+
 def test_a_post_to_a_front_end_path_still_needs_a_key():
     settings = parse_settings(["--api-key", "k"], environ={})
     client = create_app(settings, FakeEngine()).test_client()

@@ -17,7 +17,9 @@ import threading
 
 import pytest
 
-from webapp.download import DownloadError, cache_dir, fetch_url
+from webapp.download import DownloadError, cache_dir, fetch_hf, fetch_url
+
+from ..gguf_builders import split_model
 
 PAYLOAD = bytes(range(256)) * 4096          # 1 MiB of known bytes
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -294,6 +296,53 @@ def test_hf_shorthand_picks_the_quant_downloads_and_serves(files, server_factory
     sent = files.requests_for("/owner/smol/resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf")
     assert sent and all(h.get("authorization") == "Bearer secret-token" or
                         h.get("Authorization") == "Bearer secret-token" for _, _, h in sent)
+
+
+@pytest.fixture(scope="module")
+def split_repo(files, model_path, tmp_path_factory):
+    """owner/split on the fake hub: the default model in three gguf-split parts."""
+    parts = split_model(model_path, str(tmp_path_factory.mktemp("split") / "Smol-Q4_1"), 3)
+    files.hf["owner/split"] = {os.path.basename(p): p for p in parts}
+    return parts
+
+
+def hf_env(files, tmp_path):
+    return {"HF_ENDPOINT": files.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dest", [pytest.param(None, id="hf-cache"), pytest.param("mine.gguf", id="with-m")])
+def test_a_split_model_lands_whole_and_serves(files, split_repo, server_factory, tmp_path, dest):
+    models = tmp_path / "models"
+    args = ("-m", str(models / dest)) if dest else ()
+    srv = server_factory("-t", "1", "-np", "1", "-c", "256", "-hf", "owner/split:q4_1", *args,
+                         env=hf_env(files, tmp_path))
+    first = srv.get("/props").json()["model_path"]
+    if dest:   # the parts sit side by side under names libllama's split loader derives
+        names = [f"mine-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+        assert first == str(models / names[0])
+        assert sorted(os.listdir(models)) == names
+        for name, part in zip(names, split_repo):
+            assert (models / name).read_bytes() == _content(part)
+    else:
+        assert first.startswith(str(tmp_path / "hf")) and first.endswith("Smol-Q4_1-00001-of-00003.gguf")
+    r = srv.post("/completion", json={"prompt": "The capital of France is", "n_predict": 4, "temperature": 0})
+    assert r.status_code == 200 and r.json()["tokens_predicted"] == 4
+
+
+@pytest.mark.parametrize("dest, first", [
+    pytest.param("mine.gguf", "mine-00001-of-00003.gguf", id="plain-name"),
+    pytest.param("mine-00001-of-00003.gguf", "mine-00001-of-00003.gguf", id="already-a-first-part"),
+    pytest.param("mine-00002-of-00007.GGUF", "mine-00001-of-00003.gguf", id="another-split-suffix"),
+    pytest.param("mine", "mine-00001-of-00003.gguf", id="no-extension"),
+])
+def test_split_parts_are_named_after_m(files, split_repo, tmp_path, monkeypatch, dest, first):
+    for key, value in hf_env(files, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    path = fetch_hf("owner/split", None, None, str(tmp_path / "models" / dest))
+    assert path == str(tmp_path / "models" / first)
+    stem = first[:-len("-00001-of-00003.gguf")]
+    assert sorted(os.listdir(tmp_path / "models")) == [f"{stem}-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
 
 
 @pytest.mark.slow

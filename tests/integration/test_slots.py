@@ -219,3 +219,7 @@ def test_slots_endpoints_can_be_turned_off(server_factory):
     assert_error(off.get("/slots"), 501, "not_supported_error")
     # no --slot-save-path: actions are not supported either
     assert_error(requests.post(off.url + "/slots/0?action=erase", timeout=30), 501, "not_supported_error")
+    # /health does not hand out what /slots refuses: include_slots is ignored
+    health = off.get("/health?include_slots")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert "slots" not in health.json()

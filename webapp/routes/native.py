@@ -5,11 +5,13 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from llama_lib.engine import FinalEvent, Status, TokenEvent
 
-from ..completion import (collect, json_body, parse_options, probs_seed_format, raise_for_failure,
-                          sampling_for, start, stream_events, tokenize_prompt)
+from ..auth import has_valid_key
+from ..completion import (collect_all, json_body, new_request, parse_options, probs_seed_format,
+                          raise_for_failure, sampling_for, submit, tokenize_prompt)
 from ..errors import ApiError, BadRequest, error_body
 from ..sse import sse_data
 from ..system_prompt import update_from_request
+from ..props import generation_settings, props_body
 from .slots import slot_snapshot
 
 __all__ = ["make_blueprint"]
@@ -27,9 +29,13 @@ def make_blueprint(state) -> Blueprint:
         if state.status != "ok" or state.engine is None:
             return jsonify(error_body(f"Model failed to load: {state.error}", "server_error", 500)), 500
         engine = state.engine
+        if engine.failure:      # the engine loop stopped: the process is about to exit
+            return jsonify(error_body(engine.failure, "unavailable_error", 503)), 503
         idle = engine.config.n_slots - engine.n_processing
         body = {"status": "ok", "slots_idle": idle, "slots_processing": engine.n_processing}
-        if "include_slots" in request.args:
+        # /health is public, the slots (every slot's last prompt) are not: embed them only where
+        # GET /slots itself would answer (endpoint on, a valid key when keys are configured).
+        if "include_slots" in request.args and state.settings.slots_endpoint and has_valid_key():
             body["slots"] = slot_snapshot(state)
         if idle == 0 and request.args.get("fail_on_no_slot") not in (None, "", "0", "false"):
             body["status"] = "no slot available"
@@ -98,43 +104,6 @@ def make_blueprint(state) -> Blueprint:
     return bp
 
 
-def props_body(state, engine) -> dict:
-    model = engine.model
-    return {
-        "default_generation_settings": generation_settings(state, engine, state.defaults, None),
-        "total_slots": engine.config.n_slots,
-        "model_path": state.settings.model,
-        "model_alias": state.model_id,
-        "chat_template": state.chat_template_source() if hasattr(state, "chat_template_source") else (model.chat_template() or ""),
-        "system_prompt": getattr(state, "system_prompt", "") or "",
-        "assistant_name": getattr(state, "assistant_name", "") or "",
-        "user_name": getattr(state, "user_name", "") or "",
-        "n_ctx": engine.n_ctx_slot,
-        "build_info": "llama-server-py over libllama " + _lib_version(),
-        "modalities": {"vision": False, "audio": False},
-    }
-
-
-def _lib_version() -> str:
-    from llama_lib import library
-    raw = library().llama_version()
-    return raw.decode() if raw else "?"
-
-
-def generation_settings(state, engine, params, options) -> dict:
-    out = {"n_ctx": engine.n_ctx_slot, "model": state.model_id}
-    out.update(params.to_json())
-    if options is not None:
-        out.update({"n_predict": options.n_predict, "n_keep": options.n_keep, "stop": options.stop,
-                    "stream": options.stream, "n_probs": options.n_probs,
-                    "cache_prompt": options.cache_prompt, "ignore_eos": options.ignore_eos,
-                    "id_slot": options.id_slot})
-    else:
-        out.update({"n_predict": state.settings.n_predict, "n_keep": state.settings.keep,
-                    "stop": [], "stream": False})
-    return out
-
-
 def _prompts(body):
     """A single prompt, or several (a list of strings and/or token lists)."""
     prompt = body["prompt"]
@@ -179,14 +148,15 @@ def respond(state, engine, token_lists, prompts, multiple, options, params, *, s
     if options.stream:
         if multiple:
             raise BadRequest("streaming supports one prompt per request")
-        req = start(engine, token_lists[0], options, params, system_prompt=system_prompt)
-        return Response(stream_with_context(_stream(state, engine, req, params, prompts[0])),
+        req = new_request(engine, token_lists[0], options, params, system_prompt=system_prompt)
+        group = submit(engine, [req])
+        return Response(stream_with_context(_stream(state, engine, group, params, prompts[0])),
                         mimetype="text/event-stream", headers={"Cache-Control": "no-cache",
                                                                "X-Accel-Buffering": "no"})
-    reqs = [start(engine, tokens, options, params, system_prompt=system_prompt) for tokens in token_lists]
+    reqs = [new_request(engine, tokens, options, params, system_prompt=system_prompt)
+            for tokens in token_lists]
     results = []
-    for i, (req, prompt) in enumerate(zip(reqs, prompts)):
-        got = collect(engine, req)
+    for i, (req, prompt, got) in enumerate(zip(reqs, prompts, collect_all(engine, reqs))):
         result = {"content": got.text}
         result.update(final_fields(state, engine, req, params, got.final, prompt))
         result["index"] = i
@@ -196,9 +166,15 @@ def respond(state, engine, token_lists, prompts, multiple, options, params, *, s
     return jsonify(results if multiple else results[0])
 
 
-def _stream(state, engine, req, params, prompt):
+def _stream(state, engine, group, params, prompt):
+    req = group.requests[0]
+    with group:
+        yield from _stream_events(state, engine, group, req, params, prompt)
+
+
+def _stream_events(state, engine, group, req, params, prompt):
     vocab = engine.vocab
-    for events in stream_events(engine, req):
+    for _i, events in group:
         tokens = [ev for ev in events if isinstance(ev, TokenEvent)]
         final = next((ev for ev in events if isinstance(ev, FinalEvent)), None)
         if tokens:

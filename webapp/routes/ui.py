@@ -3,8 +3,9 @@
 ``--path DIR`` works like llama-server's mount point: a file under DIR wins over the built-in
 page and assets with the same URL (so DIR/index.html replaces the front end at ``/``), and
 any other file under DIR is served at its relative URL. Nothing outside DIR is ever served:
-the name is joined with ``werkzeug.security.safe_join`` and the resolved path (symlinks
-followed) must still lie inside DIR. ``--no-webui`` turns all of it off (404).
+the name is joined with ``werkzeug.security.safe_join``, a folder's ``index.html`` appended,
+and the resolved path (every symlink followed, the last one too) must still lie inside the
+real DIR. ``--no-webui`` turns all of it off (404).
 
 The page learns its endpoint URLs and defaults from a JSON block rendered into the template,
 so the JavaScript hard-codes no URL.
@@ -38,13 +39,13 @@ def _send_inside(root: str, name: str):
     joined = safe_join(root, name) if name else root
     if joined is None:
         return None
+    if os.path.isdir(joined):
+        joined = os.path.join(joined, "index.html")
+    # Resolve the final name (a folder's index.html included), then check: any symlink on the
+    # way, the last one too, must land inside the real root.
     real_root = os.path.realpath(root)
     real = os.path.realpath(joined)
-    if os.path.commonpath([real_root, real]) != real_root:
-        return None
-    if os.path.isdir(real):
-        real = os.path.join(real, "index.html")
-    if not os.path.isfile(real):
+    if os.path.commonpath([real_root, real]) != real_root or not os.path.isfile(real):
         return None
     mimetype = _TYPES.get(os.path.splitext(real)[1].lower())
     return send_file(real, mimetype=mimetype, conditional=True, max_age=0)
