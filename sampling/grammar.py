@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from llama_lib import GrammarError
+from llama_lib.engine import GenerationExhausted
 from llama_lib.native_sampler import NativeSampler
 
 __all__ = ["GrammarConstraint", "validate_grammar", "GrammarError", "GrammarExhausted"]
 
 
-class GrammarExhausted(Exception):
+class GrammarExhausted(GenerationExhausted):
     """No token the sampler may draw is allowed by the grammar (e.g. only end-of-generation
     is allowed and ``ignore_eos`` or a logit bias bans it): the generation must end."""
 

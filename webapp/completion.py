@@ -8,7 +8,6 @@ thread), then submit and read them through one ``webapp.group.RequestGroup``:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 from flask import current_app, request
@@ -189,26 +188,6 @@ def new_request(engine, tokens: list[int], options: GenerationOptions, params, *
 def submit(engine, requests: list[Request], *, watch_client: bool = False) -> RequestGroup:
     """Submit requests together; the group owns them from here (see webapp/group.py)."""
     return RequestGroup(engine, requests, watch_client=watch_client).submit()
-
-
-def client_gone() -> bool:
-    """True when the client of a non-streamed request has closed its connection.
-
-    The production server puts the connection's socket in the environ; a readable socket
-    whose peek returns no bytes has been closed by the peer. (A streamed response finds out
-    on its next write instead.)"""
-    sock = request.environ.get("llama.socket")
-    if sock is None:
-        return False
-    try:
-        import select
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False
-        import socket as _socket
-        return sock.recv(1, _socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
-        return True
 
 
 def call_engine(engine, fn, timeout: float = 30.0):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import time
 
+from flask import request
+
 from llama_lib.engine import FinalEvent, QueueFull, Request
 from llama_lib.engine.bridge import Mailbox
 
@@ -65,7 +67,6 @@ class RequestGroup:
     def __iter__(self):
         """(index, events) as they arrive, until every request has its final event. Leaving
         the loop early, by any path, aborts the unfinished requests (see close())."""
-        from .completion import client_gone
         next_check = time.monotonic() + WAIT_SLICE
         try:
             while not self.done:
@@ -105,3 +106,23 @@ class RequestGroup:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def client_gone() -> bool:
+    """True when the client of a non-streamed request has closed its connection.
+
+    The production server puts the connection's socket in the environ; a readable socket
+    whose peek returns no bytes has been closed by the peer. (A streamed response finds out
+    on its next write instead.)"""
+    sock = request.environ.get("llama.socket")
+    if sock is None:
+        return False
+    try:
+        import select
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        import socket as _socket
+        return sock.recv(1, _socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True

@@ -217,12 +217,13 @@ def build_engine(settings, bridge=None):
         yarn_beta_slow=settings.yarn_beta_slow, yarn_orig_ctx=settings.yarn_orig_ctx,
         defrag_thold=settings.defrag_thold, offload_kqv=settings.kv_offload,
         kv_unified=kv_unified))
+    from sampling import make_sampler
     engine = Engine(model, ctx, EngineConfig(
         n_slots=n_parallel, n_batch=n_batch, cont_batching=settings.cont_batching,
         context_shift=settings.context_shift, max_queue=settings.max_queue,
         n_predict=settings.n_predict, special=settings.special,
         grp_attn_n=settings.grp_attn_n, grp_attn_w=settings.grp_attn_w,
-        slot_prompt_similarity=settings.slot_prompt_similarity), bridge=bridge)
+        slot_prompt_similarity=settings.slot_prompt_similarity), make_sampler, bridge=bridge)
     specs = lora_specs(settings)
     if specs:
         engine.lora_adapters = [model.load_lora(path) for path, _ in specs]

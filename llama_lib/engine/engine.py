@@ -24,7 +24,7 @@ from .request import Request, Status
 from .scheduler import Plan, QueueFull, Scheduler
 from .text import IncrementalText, StopStrings, limit_reached
 
-__all__ = ["Engine", "EngineConfig", "QueueFull"]
+__all__ = ["Engine", "EngineConfig", "QueueFull", "GenerationExhausted"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,10 @@ class _SlotText:
         self.stops = StopStrings(stops)
 
 
-class GrammarEnded(Exception):
-    """The request's grammar admits no further token: the request ends with FINISHED_GRAMMAR."""
+class GenerationExhausted(Exception):
+    """Raised by a request's sampler when no token may come next (its grammar admits none
+    that the sampler may draw): the request ends with FINISHED_GRAMMAR, not as a failure.
+    sampling.grammar.GrammarExhausted is one."""
 
 
 class Engine:
@@ -64,9 +66,10 @@ class Engine:
     request in flight and every later ``submit`` gets an immediate ``unavailable_error``,
     and ``on_failure(reason)`` (set by the server) is called once from the engine thread."""
 
-    def __init__(self, model, context, config: EngineConfig, sampler_factory=None, bridge=None,
+    def __init__(self, model, context, config: EngineConfig, sampler_factory, bridge=None,
                  observer=None):
-        from sampling import make_sampler
+        """``sampler_factory(params, n_vocab, prompt_tokens, vocab, n_ctx=)`` builds a request's
+        sampler (``sampling.make_sampler`` in the server; the engine never imports sampling)."""
         self.model = model
         self.ctx = context
         self.vocab = model.vocab
@@ -87,7 +90,7 @@ class Engine:
                                    partial_rm=context.can_shift)
         self.lora_adapters: list = []     # LoraAdapter objects loaded with the model (--lora)
         self.lora_scales: list[float] = []
-        self.sampler_factory = sampler_factory or make_sampler
+        self.sampler_factory = sampler_factory
         self.bridge = bridge or make_bridge()
         self.observer = observer          # metrics hooks: on_admit/on_token/on_finish
         self._batch = Batch(max(self.scheduler.n_batch, config.n_slots))
@@ -369,7 +372,7 @@ class Engine:
             try:
                 if slot.id in ended:
                     exc = ended[slot.id]
-                    if isinstance(exc, GrammarEnded):
+                    if isinstance(exc, GenerationExhausted):
                         self._finish(slot, Status.FINISHED_GRAMMAR)
                     else:
                         self._fail_slot(slot, exc)
@@ -386,15 +389,11 @@ class Engine:
                     raise
 
     def _sample(self, slot, i: int) -> int:
-        from sampling.grammar import GrammarExhausted
         logits = self.ctx.logits(i)
         if slot.request.options.ignore_eos and len(self._eog):
             logits = logits.copy()
             logits[self._eog] = -np.inf
-        try:
-            return slot.sampler.sample(logits)
-        except GrammarExhausted as exc:
-            raise GrammarEnded(str(exc)) from exc
+        return slot.sampler.sample(logits)
 
     def _collect_embedding(self, entry, last: int) -> list:
         if self.ctx.pooling == 0:   # LLAMA_POOLING_TYPE_NONE: one vector per token

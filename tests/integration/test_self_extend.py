@@ -162,7 +162,9 @@ def real_engine(model_path):
     model = llama_lib.Model(model_path)
     ctx = llama_lib.Context(model, llama_lib.ContextParams(n_ctx=512, n_batch=512, n_seq_max=1,
                                                                 n_threads=1, n_threads_batch=1))
-    engine = Engine(model, ctx, EngineConfig(n_slots=1, grp_attn_n=N, grp_attn_w=W), bridge=ThreadBridge())
+    from sampling import make_sampler
+    engine = Engine(model, ctx, EngineConfig(n_slots=1, grp_attn_n=N, grp_attn_w=W), make_sampler,
+                    bridge=ThreadBridge())
     engine.start()
     yield engine
     engine.stop()

@@ -114,7 +114,7 @@ def make_engine(ctx: FakeContext | None = None, **config) -> Engine:
     ctx = ctx or FakeContext()
     model = SimpleNamespace(vocab=FakeVocab())
     cfg = EngineConfig(n_slots=ctx.n_seq_max, n_batch=ctx.n_batch, **config)
-    engine = Engine(model, ctx, cfg, sampler_factory=greedy_factory)
+    engine = Engine(model, ctx, cfg, greedy_factory)
     engine.start()
     return engine
 

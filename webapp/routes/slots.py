@@ -17,6 +17,7 @@ from llama_lib import StateError
 from llama_lib.engine import Status
 
 from ..completion import call_engine, json_body
+from ..props import generation_settings
 from ..errors import ApiError, BadRequest
 
 __all__ = ["make_blueprint", "slot_snapshot", "check_filename"]
@@ -160,7 +161,6 @@ def _raw_slots(engine, observer) -> list[dict]:
 
 def slot_snapshot(state) -> list[dict]:
     """The seed's /slots objects (also used by /health?include_slots)."""
-    from .native import generation_settings
     engine = state.ready_engine()
     observer = state.observer
     out = []
