@@ -41,10 +41,6 @@ class Batch:
     def clear(self) -> None:
         self.n_tokens = 0
 
-    @property
-    def free(self) -> int:
-        return self.capacity - self.n_tokens
-
     def add(self, tokens, first_pos: int, seq_id: int, want_last_logits: bool) -> int:
         """Append tokens at positions first_pos.. for seq_id; returns the index of the last one."""
         n = len(tokens)

@@ -121,3 +121,24 @@ def model_path():
     path = default_model_path()
     assert path, "the default model is not installed (make install)"
     return path
+
+
+def pytest_sessionstart(session):
+    """Under CI the Cython extensions are mandatory: a failed build must fail the run, not
+    quietly drop the compiled halves of the twin tests."""
+    if not os.environ.get("CI"):
+        return
+    import importlib
+    import importlib.machinery
+    missing = []
+    for pyx in sorted((ROOT / "sampling").glob("*.pyx")):
+        name = f"sampling.{pyx.stem}"
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            missing.append(f"{name} ({exc})")
+            continue
+        if not str(module.__file__).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+            missing.append(f"{name} (not compiled: {module.__file__})")
+    if missing:
+        raise pytest.UsageError("CI=true and Cython extensions are missing: " + ", ".join(missing))

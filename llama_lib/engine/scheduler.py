@@ -47,10 +47,6 @@ class Plan:
     context_full: list[Slot] = field(default_factory=list)   # out of room, no shift: the engine ends them
     embedding: bool = False
 
-    @property
-    def n_tokens(self) -> int:
-        return sum(len(e.tokens) for e in self.entries)
-
 
 def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
     """The seed's rule: keep n_keep tokens, then drop whole blocks of half the remaining room."""
@@ -217,7 +213,6 @@ class Scheduler:
         slot.t_start = time.perf_counter()
         slot.t_prompt_done = 0.0
         slot.n_prompt_evaluated = 0
-        slot.n_shifts = 0
         req.slot_id = slot.id
         req.n_cached = keep
         req.status = Status.PROMPT
@@ -312,7 +307,6 @@ class Scheduler:
             return False
         plan.kv_ops.append(("shift", slot.id, n_keep, n_discard, slot.n_past))
         slot.cache_tokens = slot.cache_tokens[:n_keep] + slot.cache_tokens[n_keep + n_discard:]
-        slot.n_shifts += 1
         req.truncated = True
         return True
 

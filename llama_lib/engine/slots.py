@@ -31,7 +31,6 @@ class Slot:
     t_prompt_done: float = 0.0
     t_last: float = 0.0
     n_prompt_evaluated: int = 0
-    n_shifts: int = 0
     last_prompt: list[int] = field(default_factory=list)
 
     @property

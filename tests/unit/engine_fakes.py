@@ -112,7 +112,9 @@ def greedy_factory(params, n_vocab, prompt_tokens, vocab, n_ctx=0):
 
 def make_engine(ctx: FakeContext | None = None, **config) -> Engine:
     ctx = ctx or FakeContext()
-    model = SimpleNamespace(vocab=FakeVocab())
+    model = SimpleNamespace(vocab=FakeVocab(), chat_template=lambda name=None: None,
+                            description=lambda: "fake", n_ctx_train=ctx.n_ctx, n_params=1,
+                            size=1, n_embd=4)
     cfg = EngineConfig(n_slots=ctx.n_seq_max, n_batch=ctx.n_batch, **config)
     engine = Engine(model, ctx, cfg, greedy_factory)
     engine.start()

@@ -1,7 +1,7 @@
-"""OpenAI-compatible API: ``/v1/models``, and the machinery the chat and completion routes share.
+"""The machinery the OpenAI-compatible routes share (no routes of its own).
 
-The routes themselves live in ``openai_chat.py`` (``/v1/chat/completions``) and
-``openai_completions.py`` (``/v1/completions``); both turn an OpenAI body into engine
+The routes live in ``openai_chat.py`` (``/v1/chat/completions``), ``openai_completions.py``
+(``/v1/completions``) and ``models.py`` (``/v1/models``); the first two turn an OpenAI body into engine
 requests with :func:`submit_choices` and read their events back with :func:`open_stream`.
 
 Differences from the native ``/completion`` that are on purpose (as in llama-server):
@@ -25,7 +25,6 @@ import math
 import time
 import uuid
 
-from flask import Blueprint, jsonify
 
 from llama_lib.engine import FinalEvent, FinishReason, Status
 from sampling.params import FIELDS
@@ -34,7 +33,7 @@ from ..completion import (collect_all, new_request, parse_options, raise_for_fai
                           submit)
 from ..errors import ApiError, BadRequest
 
-__all__ = ["make_blueprint", "submit_choices", "open_stream", "check_known_fields", "completion_id",
+__all__ = ["submit_choices", "open_stream", "check_known_fields", "completion_id",
            "response_model", "usage_of", "finish_reason", "token_logprobs", "MIN_PROBS",
            "NATIVE_FIELDS", "fingerprint"]
 
@@ -48,43 +47,6 @@ UNLIKELY = -9999.0
 NATIVE_FIELDS = frozenset({"n_predict", "n_keep", "cache_prompt", "id_slot", "n_probs",
                            "t_max_predict_ms", "grammar", "json_schema", "ignore_eos", "samplers"}
                           | {key for _name, keys, _d, _p in FIELDS for key in keys})
-
-
-def make_blueprint(state) -> Blueprint:
-    bp = Blueprint("openai", __name__)
-
-    @bp.get("/v1/models")
-    @bp.get("/models")
-    def list_models():
-        engine = state.ready_engine()
-        return jsonify({"object": "list", "data": [model_card(state, engine)]})
-
-    @bp.get("/v1/models/<path:model>")
-    @bp.get("/models/<path:model>")
-    def get_model(model: str):
-        engine = state.ready_engine()
-        if model != state.model_id:
-            raise ApiError(f"The model '{model}' does not exist", "not_found_error", 404)
-        return jsonify(model_card(state, engine))
-
-    return bp
-
-
-def model_card(state, engine) -> dict:
-    model = engine.model
-    return {
-        "id": state.model_id,
-        "object": "model",
-        "created": state.created,
-        "owned_by": "llamacpp",
-        "meta": {
-            "n_ctx_train": model.n_ctx_train,
-            "n_params": model.n_params,
-            "size": model.size,
-            "n_vocab": engine.vocab.n_tokens,
-            "n_embd": model.n_embd,
-        },
-    }
 
 
 # --- request parsing ------------------------------------------------------------------------
