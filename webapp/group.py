@@ -9,8 +9,8 @@ failed, the consumer stopped early, an exception) aborts every request not finis
         for i, events in group:          # (index of the request, its new events)
             ...
 
-A non-streamed reader passes ``watch_client=True``: the client's socket is checked at
-least once a second, also while tokens keep arriving, so a client that left stops its
+A non-streamed reader passes ``watch_client=True``: the client's socket is checked four
+times a second, also while tokens keep arriving, so a client that left stops its
 generation. A streamed response finds out on its next write instead, which closes the
 generator and so the group.
 """
@@ -27,7 +27,7 @@ from .errors import ApiError, error_for
 
 __all__ = ["RequestGroup", "ClientGone", "WAIT_SLICE"]
 
-WAIT_SLICE = 1.0     # seconds between checks of a waiting client
+WAIT_SLICE = 0.25    # seconds between checks of a waiting client (a select() on its socket)
 
 
 class ClientGone(ApiError):
