@@ -118,6 +118,7 @@ def load(lib_path: str | None = None) -> _raw.Bound:
             raise LibraryNotFound(f"cannot load {path}: {exc}", log_tail=[]) from exc
         _handles.append(cdll)
         lib = _raw.bind(cdll, str(path))
+        lib.ggml = _raw.bind(cdll, str(path), _raw.GGML_FUNCTIONS)
         _check(lib)
         _log.install(lib)
         lib.llama_backend_init()

@@ -252,6 +252,8 @@ FUNCTIONS = [
     ("llama_supports_mlock", [], c_bool),
     # bool llama_supports_gpu_offload(void);
     ("llama_supports_gpu_offload", [], c_bool),
+    # bool llama_supports_rpc(void);
+    ("llama_supports_rpc", [], c_bool),
     # uint32_t llama_n_ctx(const struct llama_context * ctx);
     ("llama_n_ctx", [llama_context_p], c_uint32),
     # uint32_t llama_n_ctx_seq(const struct llama_context * ctx);
@@ -481,6 +483,51 @@ FUNCTIONS = [
     # void llama_perf_context_reset(struct llama_context * ctx);
     ("llama_perf_context_reset", [llama_context_p], None),
 ]
+
+# ggml.h / ggml-backend.h: the backend registry and devices (libggml, libggml-base; bound
+# through libllama's handle, whose dependencies dlsym searches).
+ggml_backend_reg_t = c_void_p
+ggml_backend_dev_t = c_void_p
+# typedef void (*ggml_abort_callback_t)(const char * error_message);
+ggml_abort_callback_t = CFUNCTYPE(None, c_char_p)
+# enum ggml_backend_dev_type
+GGML_BACKEND_DEVICE_TYPE_CPU = 0
+GGML_BACKEND_DEVICE_TYPE_GPU = 1
+GGML_BACKEND_DEVICE_TYPE_IGPU = 2
+GGML_BACKEND_DEVICE_TYPE_ACCEL = 3
+
+GGML_FUNCTIONS = [
+    # ggml_backend_reg_t ggml_backend_reg_by_name(const char * name);
+    ("ggml_backend_reg_by_name", [c_char_p], ggml_backend_reg_t),
+    # void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name);
+    ("ggml_backend_reg_get_proc_address", [ggml_backend_reg_t, c_char_p], c_void_p),
+    # void ggml_backend_register(ggml_backend_reg_t reg);
+    ("ggml_backend_register", [ggml_backend_reg_t], None),
+    # size_t ggml_backend_dev_count(void);
+    ("ggml_backend_dev_count", [], c_size_t),
+    # ggml_backend_dev_t ggml_backend_dev_get(size_t index);
+    ("ggml_backend_dev_get", [c_size_t], ggml_backend_dev_t),
+    # ggml_backend_dev_t ggml_backend_dev_by_name(const char * name);
+    ("ggml_backend_dev_by_name", [c_char_p], ggml_backend_dev_t),
+    # const char * ggml_backend_dev_name(ggml_backend_dev_t device);
+    ("ggml_backend_dev_name", [ggml_backend_dev_t], c_char_p),
+    # const char * ggml_backend_dev_description(ggml_backend_dev_t device);
+    ("ggml_backend_dev_description", [ggml_backend_dev_t], c_char_p),
+    # enum ggml_backend_dev_type ggml_backend_dev_type(ggml_backend_dev_t device);
+    ("ggml_backend_dev_type", [ggml_backend_dev_t], c_int),
+    # void ggml_backend_dev_memory(ggml_backend_dev_t device, size_t * free, size_t * total);
+    ("ggml_backend_dev_memory", [ggml_backend_dev_t, POINTER(c_size_t), POINTER(c_size_t)], None),
+    # ggml_abort_callback_t ggml_set_abort_callback(ggml_abort_callback_t callback);
+    ("ggml_set_abort_callback", [ggml_abort_callback_t], c_void_p),
+]
+
+# ggml-rpc.h, reached through the RPC registry's proc addresses:
+# ggml_backend_reg_t ggml_backend_rpc_add_server(const char * endpoint);
+ggml_backend_rpc_add_server_t = CFUNCTYPE(ggml_backend_reg_t, c_char_p)
+# void ggml_backend_rpc_start_server(const char * endpoint, const char * cache_dir,
+#                                    size_t n_threads, size_t n_devices, ggml_backend_dev_t * devices);
+ggml_backend_rpc_start_server_t = CFUNCTYPE(None, c_char_p, c_char_p, c_size_t, c_size_t,
+                                            POINTER(ggml_backend_dev_t))
 
 # ggml-cpu.h: what the loaded CPU backend was compiled with; lives in libggml-cpu.
 GGML_CPU_FUNCTIONS = [

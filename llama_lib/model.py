@@ -26,6 +26,8 @@ class ModelParams:
     vocab_only: bool = False
     # Extra weight buffer types (repacked CPU layouts, AMX): llama-server's --repack.
     use_extra_bufts: bool = True
+    # -dev: the devices to use by name (["none"]: the CPU alone); None: every device
+    devices: list[str] | None = None
 
 
 _SPLIT = {"none": _raw.LLAMA_SPLIT_MODE_NONE, "layer": _raw.LLAMA_SPLIT_MODE_LAYER,
@@ -54,6 +56,10 @@ class Model(Owner):
             values = (list(params.tensor_split) + [0.0] * n)[:n]
             self._tensor_split = (ctypes.c_float * n)(*values)  # lent to C during the load
             mp.tensor_split = self._tensor_split
+        if params.devices is not None:
+            from .backends import device_handles
+            self._devices = device_handles(params.devices)   # lent to C during the load
+            mp.devices = ctypes.cast(self._devices, ctypes.c_void_p)
         self.path = path
         self._handle = lib.llama_model_load_from_file(path.encode(), mp)
         if not self._handle:

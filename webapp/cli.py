@@ -125,6 +125,10 @@ def main(argv=None) -> int:
 
     settings = parse_settings(argv)
     configure_logging(settings)
+    if settings.rpc or settings.list_devices or settings.device:
+        code = prepare_devices(settings)
+        if code is not None:
+            return code
     from .download import DownloadError, resolve_model
     try:
         resolve_model(settings)       # before listening: a failed download exits here
@@ -133,6 +137,31 @@ def main(argv=None) -> int:
         return 1
     from .server import serve
     return serve(settings)
+
+
+def prepare_devices(settings) -> int | None:
+    """--rpc workers registered before the model loads (a dead one stops startup with one
+    line, exit 1), --list-devices printed. An exit status, or None to go on serving."""
+    import llama_lib
+    from llama_lib import backends
+    try:
+        llama_lib.load(settings.lib_path)
+        backends.install_abort_handler(exit_at_once=True)
+        if settings.rpc:
+            backends.add_rpc_servers([e for e in settings.rpc.split(",") if e.strip()])
+        if settings.device:
+            backends.device_handles([d.strip() for d in settings.device.split(",") if d.strip()])
+    except llama_lib.LlamaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if settings.list_devices:
+        print("Available devices:")
+        for d in backends.devices():
+            if d.type != "cpu":
+                print(f"  {d.name}: {d.description} ({d.memory_total >> 20} MiB, "
+                      f"{d.memory_free >> 20} MiB free)")
+        return 0
+    return None
 
 
 if __name__ == "__main__":

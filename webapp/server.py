@@ -72,9 +72,18 @@ def serve(settings) -> int:
         stopped.wait()
     except KeyboardInterrupt:
         pass
-    failure = state.engine.failure if state.engine is not None else None
+    from llama_lib.backends import fatal_error
+    failure = (state.engine.failure if state.engine is not None else None) or fatal_error()
     if failure:
         logger.error("exiting with status 1: %s", failure)
+        if fatal_error():
+            # a thread is parked inside ggml for good: no orderly interpreter shutdown
+            logging.shutdown()
+            import os
+            import sys
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         return 1
     logger.info("stopped")
     return 0
@@ -85,10 +94,12 @@ def _watch_engine(state, shutdown) -> None:
     it: the engine has already failed what was in flight, /health answers 503 with the
     reason meanwhile, and serve() returns 1."""
     import gevent
+    from llama_lib.backends import fatal_error
     while True:
         engine = state.engine
-        if engine is not None and engine.failure:
-            logger.error("the engine stopped: %s", engine.failure)
+        failure = (engine.failure if engine is not None else None) or fatal_error()
+        if failure:
+            logger.error("the engine stopped: %s", failure)
             shutdown("engine failure")
             return
         gevent.sleep(0.25)
@@ -120,7 +131,7 @@ def _graceful_stop(server, state, in_flight, drain_s: float = 5.0) -> None:
     import gevent
     server.close()
     state.status = "stopping"
-    if state.engine is not None:
+    if state.engine is not None and not state.engine.failure:
         # on a pool thread: the hub keeps delivering the engine's final events meanwhile
         gevent.get_hub().threadpool.spawn(state.engine.stop, 10).get()
     deadline = time.monotonic() + drain_s

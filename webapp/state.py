@@ -199,7 +199,8 @@ def build_engine(settings, bridge=None):
         n_gpu_layers=settings.n_gpu_layers, main_gpu=settings.main_gpu,
         split_mode=settings.split_mode, tensor_split=tensor_split, use_mmap=settings.mmap,
         use_mlock=settings.mlock, check_tensors=settings.check_tensors,
-        use_extra_bufts=repack_choice(settings)))
+        use_extra_bufts=repack_choice(settings),
+        devices=[d.strip() for d in settings.device.split(",") if d.strip()] if settings.device else None))
     n_parallel = max(1, settings.parallel)
     n_ctx = settings.ctx_size if settings.ctx_size > 0 else model.n_ctx_train
     freq_scale = settings.rope_freq_scale
@@ -231,6 +232,10 @@ def build_engine(settings, bridge=None):
     if settings.warmup:
         _warmup(engine)
     engine.start()
+    # From now on a ggml abort (an RPC worker gone mid-decode) is answered, not just fatal:
+    # the requests in flight get a 500 naming the failure and the server exits 1.
+    from llama_lib import backends
+    backends.install_abort_handler(exit_at_once=False)
     logger.info("model loaded: %s (%s), n_ctx %d over %d slot(s), %d threads",
                 settings.model, model.description(), ctx.n_ctx, n_parallel, threads)
     return engine

@@ -100,7 +100,7 @@ class Engine:
         self._wake = RealSignal()
         self._stopped = RealSignal()
         self._running = False
-        self.failure: str | None = None   # why the loop stopped, if it stopped on an error
+        self._failure: str | None = None  # why the loop stopped, if it stopped on an error
         self.on_failure = None            # called once with the reason (engine thread)
         # A test aid: LLAMA_SERVER_FAILPOINT=engine-loop makes the loop raise on its first
         # decode step, so the tests can check what the server does when the loop dies.
@@ -176,6 +176,13 @@ class Engine:
     def running(self) -> bool:
         return self._running
 
+    @property
+    def failure(self) -> str | None:
+        """Why the engine cannot serve: its loop stopped on an error, or ggml aborted (an
+        RPC worker died mid-decode: the loop is stuck in that decode for good)."""
+        from ..backends import fatal_error
+        return self._failure or fatal_error()
+
     # --- the loop (engine thread) ------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -195,7 +202,7 @@ class Engine:
                 self.bridge.wait_drained(0.02)
         except BaseException as exc:  # the loop must never die silently
             logger.exception("engine loop crashed")
-            self.failure = f"the engine stopped after an internal error ({type(exc).__name__}: {exc})"
+            self._failure = f"the engine stopped after an internal error ({type(exc).__name__}: {exc})"
         finally:
             with self._lock:
                 self._running = False     # from here on submit() answers at once
