@@ -36,7 +36,7 @@ build_lib() {
   fi
   cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_CURL=OFF "${isa[@]}" "$@"
+    -DLLAMA_CURL=OFF -DGGML_RPC=ON "${isa[@]}" "$@"
   cmake --build "$build" --config Release -j "${JOBS:-$(nproc 2>/dev/null || sysctl -n hw.ncpu)}" \
     --target llama mtmd
   mkdir -p "$out"
