@@ -1,9 +1,11 @@
 """JSON Schema -> GBNF grammar, for structured output (``json_schema`` in a request).
 
 ``schema_to_grammar(schema)`` checks the schema against its meta-schema, then converts it
-with the Cython converter (``impl="python"`` runs the pure-Python twin, which defines the
-right output). Anything the grammar cannot enforce is refused with a SchemaError that names
-the keyword and where it is, rather than turned into a looser grammar.
+with the converter (``_json_schema`` and ``_json_schema_scalars``: one plain-Python source
+that Cython compiles in pure-Python mode). ``impl="cython"`` (the default) runs the compiled
+build; ``impl="python"`` runs the same source interpreted, which the tests compare with it.
+Anything the grammar cannot enforce is refused with a SchemaError that names the keyword and
+where it is, rather than turned into a looser grammar.
 
 Command line: ``python -m sampling.json_schema schema.json`` (or ``-`` for stdin) prints the
 grammar.
@@ -12,25 +14,19 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import logging
 import sys
+from pathlib import Path
 
 import jsonschema
+
+from ._schema_error import SchemaError
 
 __all__ = ["schema_to_grammar", "SchemaError", "check_schema", "main"]
 
 log = logging.getLogger(__name__)
-
-
-class SchemaError(ValueError):
-    """A schema that is invalid or that the converter cannot enforce. The message is meant
-    for the client; ``keyword`` and ``path`` (a JSON pointer, ``#/...``) say where."""
-
-    def __init__(self, message: str, keyword: str | None = None, path: str = "#"):
-        super().__init__(message)
-        self.keyword = keyword
-        self.path = path
 
 
 def check_schema(schema) -> None:
@@ -64,18 +60,51 @@ _warned = False
 def _converter(impl: str):
     global _warned
     if impl == "python":
-        from ._json_schema_py import convert
-        return convert
+        return _interpreted().convert
     if impl != "cython":
         raise ValueError(f"impl must be 'cython' or 'python', not {impl!r}")
+    from . import _json_schema
+    if not _json_schema.COMPILED and not _warned:   # not built (e.g. a plain checkout)
+        log.warning("sampling._json_schema is not built; using the interpreted converter")
+        _warned = True
+    return _json_schema.convert
+
+
+@functools.lru_cache(maxsize=None)
+def _interpreted():
+    """The converter's .py sources run by the interpreter, even where the compiled build is
+    installed (whose extension modules shadow them): loaded from their files as
+    ``sampling._json_schema_scalars_py`` and ``sampling._json_schema_py``.
+
+    While the walker loads, ``sampling._json_schema_scalars`` in ``sys.modules`` names the
+    interpreted scalars, so that its ``from ._json_schema_scalars import ...`` takes them and
+    the whole build is interpreted (CPython's tests load pure-Python modules beside their C
+    accelerators the same way: ``test.support.import_helper.import_fresh_module``). Only
+    ``impl="python"`` (tests, benchmarks, the command line) gets here, never the server."""
+    name = f"{__package__}._json_schema_scalars"
+    real = sys.modules.get(name)
+    sys.modules[name] = _load_source("_json_schema_scalars")
     try:
-        from ._json_schema import convert
-    except ImportError:   # not built (e.g. a plain checkout): the twin gives the same output
-        if not _warned:
-            log.warning("sampling._json_schema is not built; using the pure-Python converter")
-            _warned = True
-        from ._json_schema_py import convert
-    return convert
+        return _load_source("_json_schema")
+    finally:
+        if real is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = real
+
+
+def _load_source(stem: str):
+    """sampling/<stem>.py executed as the module ``sampling.<stem>_py``."""
+    name = f"{__package__}.{stem}_py"
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(stem + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def schema_to_grammar(schema: dict | bool, *, impl: str = "cython") -> str:
@@ -126,6 +155,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # run the imported module's main so that SchemaError is the class the converters raise
-    from sampling.json_schema import main as _main
-    sys.exit(_main())
+    sys.exit(main())
