@@ -52,7 +52,7 @@ def bench_converters(repeat: int) -> dict:
         json_schema.schema_to_grammar(schema)
     out["cold"] = _best(cold, schemas, repeat)
     out["cached"] = _best(json_schema.schema_to_grammar, schemas, repeat)
-    for key, label in (("python", "convert, pure-Python twin"), ("cython", "convert, Cython"),
+    for key, label in (("python", "convert, interpreted"), ("cython", "convert, Cython"),
                        ("check", "meta-schema check"), ("cold", "schema_to_grammar, first time"),
                        ("cached", "schema_to_grammar, repeated")):
         print(f"{label:31} {out[key] * 1000:7.1f} ms for {n} corpus schemas "

@@ -145,6 +145,9 @@ def schema_grammar(schema) -> str:
         return schema_to_grammar(schema)
     except SchemaError as exc:
         raise BadRequest(f"JSON schema not supported: {exc}") from None
+    except (OverflowError, RecursionError, ValueError) as exc:
+        # e.g. a pattern quantifier beyond what re can compile, or nesting beyond the stack
+        raise BadRequest(f"JSON schema not supported: {type(exc).__name__}: {exc}") from None
 
 
 def _resolve_logit_bias(params, vocab):
