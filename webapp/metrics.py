@@ -9,10 +9,17 @@ prometheus_client on the hot path: ``snapshot()`` (run on the engine thread thro
 ``MetricsCollector`` turns a snapshot into Prometheus metric families at scrape time.
 HTTP counts (endpoint, status) live in ``HttpCounts``, updated by an ``after_request`` hook
 on the hub.
+
+Besides our ``llamacpp:*`` series, the collector serves the gauges the Gateway API Inference
+Extension's Endpoint Picker reads from every replica, under vLLM's names, types and labels
+(``vllm:num_requests_running``, ``vllm:num_requests_waiting``, ``vllm:kv_cache_usage_perc``
+and its older name ``vllm:gpu_cache_usage_perc``, ``vllm:lora_requests_info``), computed from
+the same snapshot as ours (docs/scaling.md).
 """
 from __future__ import annotations
 
 import bisect
+import os
 import time
 from collections import defaultdict
 
@@ -157,6 +164,9 @@ class EngineObserver:
             "predicted_tps": bucket[2] / bucket[3] if bucket[3] > 0 else 0.0,
             "kv_tokens": n_cache, "kv_ratio": n_cache / engine.ctx.n_ctx if engine.ctx.n_ctx else 0.0,
             "processing": sched.n_processing, "deferred": len(sched.waiting),
+            "lora_active": [_adapter_name(a.path) for a, scale in zip(engine.lora_adapters, engine.lora_scales)
+                            if scale != 0.0],
+            "lora_loaded": len(engine.lora_adapters),
             "admitted": self.admitted, "finished": dict(self.finished), "cancelled": self.cancelled,
             "queue_wait": self.queue_wait.copy(), "ttft": self.ttft.copy(),
             "inter_token": self.inter_token.copy(), "e2e": self.e2e.copy(),
@@ -201,13 +211,34 @@ _HISTOGRAMS = [
 ]
 PREFIX = "llamacpp:"
 
+# vLLM's names, help texts and labels (vllm/v1/metrics/loggers.py), read by the inference
+# extension's Endpoint Picker; each takes its value from the snapshot key named last.
+VLLM_PREFIX = "vllm:"
+_VLLM_GAUGES = [
+    ("num_requests_running", "Number of requests in model execution batches.", "processing"),
+    ("num_requests_waiting", "Number of requests waiting to be processed.", "deferred"),
+    ("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", "kv_ratio"),
+    ("gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", "kv_ratio"),
+]
+_VLLM_LABELS = ["model_name", "engine"]
+
+
+def _adapter_name(path: str) -> str:
+    """An adapter's name in ``vllm:lora_requests_info``: its file name without ``.gguf``
+    (commas would split the comma-separated label value, so they become ``_``)."""
+    name = os.path.basename(path)
+    if name.endswith(".gguf"):
+        name = name[:-len(".gguf")]
+    return name.replace(",", "_")
+
 
 class MetricsCollector:
     """A prometheus_client collector over a snapshot function and the HTTP counts."""
 
-    def __init__(self, snapshot_fn, http: HttpCounts):
+    def __init__(self, snapshot_fn, http: HttpCounts, model_name: str = ""):
         self._snapshot_fn = snapshot_fn
         self._http = http
+        self._model_name = model_name
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -233,3 +264,24 @@ class MetricsCollector:
         for (endpoint, status), n in sorted(self._http.counts.items()):
             http.add_metric([endpoint, status], n)
         yield http
+        yield from self._vllm(snap)
+
+    def _vllm(self, snap: dict):
+        """vLLM's gauges for the Endpoint Picker. ``vllm:lora_requests_info`` carries its
+        information in labels and, as in vLLM, the time of the reading as its value (the
+        picker keeps the series with the latest value). Adapters here are applied to the whole
+        context (``POST /lora-adapters``), not chosen per request: every adapter with a
+        non-zero scale serves each running (and will serve each waiting) request, and all
+        loaded adapters can be active at once, so ``max_lora`` is the number loaded."""
+        from prometheus_client.core import GaugeMetricFamily
+        labels = [self._model_name, "0"]
+        for name, help_, key in _VLLM_GAUGES:
+            family = GaugeMetricFamily(VLLM_PREFIX + name, help_, labels=_VLLM_LABELS)
+            family.add_metric(labels, snap[key])
+            yield family
+        adapters = ",".join(snap["lora_active"])
+        lora = GaugeMetricFamily(VLLM_PREFIX + "lora_requests_info", "Running stats on lora requests.",
+                                 labels=["max_lora", "waiting_lora_adapters", "running_lora_adapters"])
+        lora.add_metric([str(snap["lora_loaded"]), adapters if snap["deferred"] else "",
+                         adapters if snap["processing"] else ""], time.time())
+        yield lora

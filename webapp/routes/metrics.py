@@ -1,8 +1,10 @@
 """``GET /metrics``: Prometheus text exposition (with ``--metrics``).
 
 Each app has its own ``CollectorRegistry`` holding one collector (webapp/metrics.py) that
-takes its numbers from the engine thread at scrape time, plus the HTTP request counts that
-an app-wide after-request hook keeps, and the process collector (``process_*``).
+takes its numbers from the engine thread at scrape time (our ``llamacpp:*`` series and the
+``vllm:*`` gauges the inference extension's Endpoint Picker reads, labelled with the model's
+name), plus the HTTP request counts that an app-wide after-request hook keeps, and the
+process collector (``process_*``).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def make_blueprint(state) -> Blueprint:
         observer = state.observer
         return call_engine(engine, lambda e: observer.snapshot(e))
 
-    registry.register(MetricsCollector(snapshot, http))
+    registry.register(MetricsCollector(snapshot, http, model_name=state.model_id))
     registry.register(ProcessCollector(registry=None))
 
     @bp.after_app_request
