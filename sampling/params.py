@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 
 __all__ = ["SamplingParams", "ParamError", "parse_sampling_params", "SAMPLER_NAMES",
-           "DEFAULT_SAMPLERS", "FIELDS"]
+           "DEFAULT_SAMPLERS", "FIELDS", "INT32_MIN", "INT32_MAX"]
 
 # Accepted names in `samplers` -> canonical stage name. Like llama.cpp, every name with an
 # underscore also has a kebab-case and a no-dash spelling ("top-k", "topk"), and a string
@@ -60,6 +60,18 @@ def _integer(v, name):
         v = int(v)
     if not isinstance(v, int):
         raise ParamError(name, "must be an integer")
+    return v
+
+
+# llama-server keeps these fields (and token ids) in int32_t; the compiled chain keeps them
+# in C integers, where a larger Python int raised OverflowError (a 500) at submission.
+INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
+
+
+def _int32(v, name):
+    v = _integer(v, name)
+    if not INT32_MIN <= v <= INT32_MAX:
+        raise ParamError(name, f"must be between {INT32_MIN} and {INT32_MAX}")
     return v
 
 
@@ -130,7 +142,8 @@ def _penalty_prompt(v, name):
         return None
     if isinstance(v, str):
         return v
-    if isinstance(v, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in v):
+    if isinstance(v, list) and all(isinstance(t, int) and not isinstance(t, bool)
+                                   and INT32_MIN <= t <= INT32_MAX for t in v):
         return tuple(v)
     raise ParamError(name, "must be a string or a list of token ids")
 
@@ -148,29 +161,29 @@ FIELDS: list[tuple[str, tuple[str, ...], Any, Callable]] = [
     ("temperature", ("temperature", "temp"), 0.8, _number),
     ("dynatemp_range", ("dynatemp_range",), 0.0, _chain(_number, _range(0))),
     ("dynatemp_exponent", ("dynatemp_exponent",), 1.0, _chain(_number, _range(0))),
-    ("top_k", ("top_k",), 40, _integer),
+    ("top_k", ("top_k",), 40, _int32),
     ("top_p", ("top_p",), 0.95, _chain(_number, _range(0, 1))),
     ("min_p", ("min_p",), 0.05, _chain(_number, _range(0, 1))),
     ("tfs_z", ("tfs_z",), 1.0, _chain(_number, _range(0, 1))),
     ("typical_p", ("typical_p",), 1.0, _chain(_number, _range(0, 1))),
     ("repeat_penalty", ("repeat_penalty",), 1.0, _chain(_number, _range(0, lo_open=True))),
-    ("repeat_last_n", ("repeat_last_n",), 64, _chain(_integer, _range(-1))),
+    ("repeat_last_n", ("repeat_last_n",), 64, _chain(_int32, _range(-1))),
     ("penalize_nl", ("penalize_nl",), False, _boolean),
     ("presence_penalty", ("presence_penalty",), 0.0, _chain(_number, _range(-2, 2))),
     ("frequency_penalty", ("frequency_penalty",), 0.0, _chain(_number, _range(-2, 2))),
     ("penalty_prompt", ("penalty_prompt",), None, _penalty_prompt),
-    ("mirostat", ("mirostat",), 0, _chain(_integer, _range(0, 2))),
+    ("mirostat", ("mirostat",), 0, _chain(_int32, _range(0, 2))),
     ("mirostat_tau", ("mirostat_tau",), 5.0, _chain(_number, _range(0))),
     ("mirostat_eta", ("mirostat_eta",), 0.1, _chain(_number, _range(0))),
-    ("seed", ("seed",), -1, _integer),
+    ("seed", ("seed",), -1, _integer),          # any integer: the RNG takes its low 64 bits
     ("logit_bias", ("logit_bias",), (), _logit_bias),
-    ("n_probs", ("n_probs",), 0, _chain(_integer, _range(0, 100))),
-    ("min_keep", ("min_keep",), 0, _chain(_integer, _range(0))),
+    ("n_probs", ("n_probs",), 0, _chain(_int32, _range(0, 100))),
+    ("min_keep", ("min_keep",), 0, _chain(_int32, _range(0))),
     ("samplers", ("samplers",), DEFAULT_SAMPLERS, _samplers),
     ("dry_multiplier", ("dry_multiplier",), 0.0, _chain(_number, _range(0))),
     ("dry_base", ("dry_base",), 1.75, _chain(_number, _range(1))),
-    ("dry_allowed_length", ("dry_allowed_length",), 2, _chain(_integer, _range(0))),
-    ("dry_penalty_last_n", ("dry_penalty_last_n",), -1, _chain(_integer, _range(-1))),
+    ("dry_allowed_length", ("dry_allowed_length",), 2, _chain(_int32, _range(0))),
+    ("dry_penalty_last_n", ("dry_penalty_last_n",), -1, _chain(_int32, _range(-1))),
     ("dry_sequence_breakers", ("dry_sequence_breakers",), ("\n", ":", "\"", "*"), _breakers),
     ("xtc_probability", ("xtc_probability",), 0.0, _chain(_number, _range(0, 1))),
     ("xtc_threshold", ("xtc_threshold",), 0.1, _chain(_number, _range(0, 1))),

@@ -7,6 +7,7 @@ thread), then submit and read them through one ``webapp.group.RequestGroup``:
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -28,13 +29,35 @@ def json_body() -> dict:
     if not data:
         raise BadRequest("the request body is empty; send a JSON object")
     try:
-        import json
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the request body is not valid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
+    if b"\\ud" in data or b"\\uD" in data:
+        _check_surrogates(body)
     return body
+
+
+def _check_surrogates(value) -> None:
+    """JSON may escape a lone UTF-16 surrogate (``\\ud800``), which is no character at all:
+    refuse it here (llama-server's parser does too) rather than fail later on encoding."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("the request body is not valid JSON: a string holds a lone "
+                                 "UTF-16 surrogate") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _check_token(t, vocab, where: str) -> int:
@@ -184,7 +207,7 @@ def new_request(engine, tokens: list[int], options: GenerationOptions, params, *
         try:
             req.sampler = engine.make_sampler(params, tokens)
         except GrammarError as exc:
-            raise BadRequest(f"Failed to parse grammar: {exc.describe()}") from None
+            raise BadRequest(exc.describe()) from None     # "Failed to parse grammar: ..."
     return req
 
 

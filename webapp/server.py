@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 
 __all__ = ["serve"]
@@ -30,6 +31,10 @@ def serve(settings) -> int:
         def handle(self):
             if timeout and timeout > 0:
                 self.socket.settimeout(timeout)
+            # pywsgi writes the headers and the body of a keep-alive connection's later answers
+            # as two segments; with Nagle on, the body waited for the client's delayed ACK:
+            # 44 ms per request instead of under 2 (measured on /health).
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             super().handle()
 
         def handle_one_response(self):

@@ -77,6 +77,7 @@ def test_completion_js_exports_the_seed_helpers(client):
     pytest.param("/static/%2e%2e/routes/ui.py", id="encoded-dot-dot"),
     pytest.param("/static/..%2f..%2fflags.py", id="encoded-slash"),
     pytest.param("/static//etc/passwd", id="absolute"),
+    pytest.param("/static/a%00b", id="nul-byte"),          # was a 500 (ValueError in realpath)
 ])
 def test_static_never_leaves_its_folder(client, path):
     assert is_openai_404(client.get(path, follow_redirects=True))   # "//" redirects to "/" first
@@ -117,6 +118,7 @@ def test_path_serves_its_files_first(site):
     pytest.param("/sub/..%2f..%2fsecret.txt", id="encoded-slash"),
     pytest.param("/link.txt", id="symlink-out"),
     pytest.param("/nope.html", id="missing"),
+    pytest.param("/index.html%00.txt", id="nul-byte"),
 ])
 def test_path_never_leaves_its_folder(site, path):
     r = client_for("--path", str(site)).get(path)

@@ -126,6 +126,7 @@ def test_errors_carry_their_kind(srv):
     assert r.status_code == 400 and r.json()["error"]["type"] == "exceed_context_size_error"
     r = srv.post("/completion", json={"prompt": "x", "grammar": "root ::= nonsense ("})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert r.json()["error"]["message"].count("Failed to parse grammar") == 1
 
 
 # 7. a unified KV cache that fills up fails nobody

@@ -145,3 +145,16 @@ def test_shutdown_ends_in_flight_requests_with_an_error_and_exits_zero(server_fa
     assert r.json()["error"]["message"] == "the server is shutting down"
     with pytest.raises(requests.ConnectionError):
         requests.get(srv.url + "/health", timeout=5)
+
+
+def test_keep_alive_answers_are_not_held_back_by_nagle(server):
+    """pywsgi sends a reused connection's headers and body as two segments; without
+    TCP_NODELAY the body waited for the client's delayed ACK (~40 ms a request)."""
+    with requests.Session() as session:
+        session.get(server.url + "/health", timeout=10)
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            assert session.get(server.url + "/health", timeout=10).status_code == 200
+            times.append(time.perf_counter() - t0)
+    assert sorted(times)[len(times) // 2] < 0.02, times

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from sampling.params import (DEFAULT_SAMPLERS, FIELDS, ParamError, SamplingParams,
-                             parse_sampling_params)
+from sampling.params import (DEFAULT_SAMPLERS, FIELDS, INT32_MAX, INT32_MIN, ParamError,
+                             SamplingParams, parse_sampling_params)
 
 BAD = [
     ("temperature", "hot"), ("temperature", True), ("temp", [1]),
@@ -29,6 +30,10 @@ BAD = [
     ("dry_sequence_breakers", "\n"),
     ("xtc_probability", 1.5), ("xtc_threshold", -0.1), ("top_n_sigma", "x"),
     ("ignore_eos", "yes"),
+    # beyond llama-server's int32_t: these overflowed the compiled chain's C integers (a 500)
+    ("top_k", 2**31), ("top_k", -10**30), ("min_keep", 10**30), ("repeat_last_n", 2**31),
+    ("dry_allowed_length", 10**30), ("dry_penalty_last_n", 2**63), ("mirostat", 2**64),
+    ("penalty_prompt", [1, 10**30]),
 ]
 
 
@@ -99,6 +104,23 @@ def test_good_values_parse(body, field, expected):
                                                            (0.0, 2, False), (0.1, 0, False)])
 def test_temperature_at_or_below_zero_is_greedy_unless_mirostat(temperature, mirostat, greedy):
     assert SamplingParams(temperature=temperature, mirostat=mirostat).greedy is greedy
+
+
+INT32_EDGES = [
+    {"top_k": INT32_MAX}, {"top_k": INT32_MIN}, {"min_keep": INT32_MAX, "top_p": 0.5, "min_p": 0.5},
+    {"repeat_penalty": 1.5, "repeat_last_n": INT32_MAX, "penalty_prompt": [INT32_MAX, INT32_MIN, 3]},
+    {"dry_multiplier": 1.0, "dry_allowed_length": INT32_MAX, "dry_penalty_last_n": INT32_MAX},
+    {"seed": 2**200},
+]
+
+
+@pytest.mark.parametrize("impl", ["cython", "reference"])
+@pytest.mark.parametrize("body", INT32_EDGES, ids=lambda b: ",".join(f"{k}={v}" for k, v in b.items()))
+def test_the_largest_accepted_values_build_a_working_sampler(body, impl):
+    from sampling.sampler import make_sampler
+    sampler = make_sampler(parse_sampling_params(body), 100, prompt_tokens=[1, 2, 3], n_ctx=64, impl=impl)
+    logits = np.linspace(0.0, 1.0, 100, dtype=np.float32)
+    assert all(0 <= sampler.sample(logits) < 100 for _ in range(3))
 
 
 def test_to_json_round_trips():

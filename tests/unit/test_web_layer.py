@@ -51,6 +51,7 @@ BAD = [
     pytest.param("/tokenize", b'{"content": null}', 400, id="tokenize-null"),
     pytest.param("/detokenize", b'{"tokens": [1, 999]}', 400, id="detokenize-out-of-range"),
     pytest.param("/props", b'{}', 501, id="props-post-disabled"),
+    pytest.param("/lora-adapters", b"[" * 100_000, 400, id="lora-nested-too-deep"),   # was a 500
 ]
 
 
@@ -165,3 +166,26 @@ def test_every_flag_and_endpoint_is_documented():
             continue
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
         assert path in docs, f"endpoint {path} missing from docs/server.md"
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "pattern": "^a{99999999999999999999}$"},
+], ids=["huge-quantifier"])
+def test_schemas_the_converter_cannot_take_are_a_400(client, schema):
+    r = client.post("/completion", json={"prompt": "x", "json_schema": schema})
+    assert r.status_code == 400 and r.get_json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/completion", b'{"prompt": "a\\ud800b"}'),
+    ("/tokenize", b'{"content": "\\udc80"}'),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\uDBFF"}]}'),
+    ("/completion", b'{"prompt": "x", "stop": ["\\ud800"]}'),
+    ("/completion", b"[" * 100_000),
+    ("/completion", b'{"a": ' * 100_000),
+], ids=["prompt-surrogate", "tokenize-surrogate", "chat-surrogate-uppercase", "stop-surrogate",
+        "deep-array", "deep-object"])
+def test_bodies_no_json_parser_should_take_are_a_400(client, path, body):
+    r = client.post(path, data=body, content_type="application/json")
+    assert r.status_code == 400 and r.get_json()["error"]["type"] == "invalid_request_error"
+

@@ -9,8 +9,8 @@ __all__ = ["register_blueprints", "FAMILIES"]
 logger = logging.getLogger(__name__)
 
 # module name -> factory(state) -> Blueprint. Families whose module is absent are skipped.
-FAMILIES = ["native", "openai", "openai_chat", "openai_completions", "embeddings", "slots",
-            "metrics", "ui", "infill", "lora"]
+FAMILIES = ["native", "models", "openai_chat", "openai_completions", "embeddings", "slots",
+            "metrics", "ui", "infill", "lora", "openapi"]
 
 
 def register_blueprints(app, state) -> None:

@@ -41,7 +41,10 @@ def _listing(engine) -> list[dict]:
 
 def _body():
     # the body is a JSON array, so completion.json_body (objects only) does not fit here
-    data = request.get_json(force=True, silent=True)
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError:   # nested deeper than the parser's stack: not a body this route takes
+        data = None
     if data is None:
         raise BadRequest("the request body must be a JSON array of {\"id\": int, \"scale\": number}")
     return data

@@ -36,6 +36,8 @@ def _not_found():
 
 def _send_inside(root: str, name: str):
     """The file ``name`` under ``root`` (a folder's index.html for a folder), or None."""
+    if "\x00" in name:   # no file name holds NUL, and os.path.realpath raises ValueError on it
+        return None
     joined = safe_join(root, name) if name else root
     if joined is None:
         return None
