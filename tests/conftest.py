@@ -131,8 +131,11 @@ def pytest_sessionstart(session):
     import importlib
     import importlib.machinery
     missing = []
-    for pyx in sorted((ROOT / "sampling").glob("*.pyx")):
-        name = f"sampling.{pyx.stem}"
+    # every .pyx, and every .py with a .pxd beside it (compiled in pure-Python mode)
+    compiled = sorted((ROOT / "sampling").glob("*.pyx")) + sorted(
+        p for p in (ROOT / "sampling").glob("*.py") if p.with_suffix(".pxd").exists())
+    for source in compiled:
+        name = f"sampling.{source.stem}"
         try:
             module = importlib.import_module(name)
         except ImportError as exc:

@@ -19,10 +19,10 @@ import numpy as np
 from ..batch import Batch
 from ..errors import DecodeError, LlamaError, NoKvSlotError
 from .bridge import Mailbox, RealSignal, make_bridge, real_lock, start_real_thread
-from .events import FinalEvent, TokenEvent
+from .events import FinalEvent
 from .request import Request, Status
 from .scheduler import Plan, QueueFull, Scheduler
-from .text import IncrementalText, StopStrings, limit_reached
+from .generation import Generation
 
 __all__ = ["Engine", "EngineConfig", "QueueFull", "GenerationExhausted"]
 
@@ -41,14 +41,6 @@ class EngineConfig:
     grp_attn_n: int = 1               # self-extend group factor (1: off)
     grp_attn_w: int = 512             # self-extend window
     slot_prompt_similarity: float = 0.1   # -sps: how much of a prompt a slot's cache must match
-
-
-class _SlotText:
-    """Per-slot text state: the incremental decoder, stop strings, the published text."""
-
-    def __init__(self, stops: list[str]):
-        self.decoder = IncrementalText()
-        self.stops = StopStrings(stops)
 
 
 class GenerationExhausted(Exception):
@@ -105,7 +97,7 @@ class Engine:
         # A test aid: LLAMA_SERVER_FAILPOINT=engine-loop makes the loop raise on its first
         # decode step, so the tests can check what the server does when the loop dies.
         self._failpoint = os.environ.get("LLAMA_SERVER_FAILPOINT", "")
-        self._texts: dict[int, _SlotText] = {}
+        self._gens: dict[int, Generation] = {}     # slot id -> its request's per-token state
         self._embedding_mode = False
         self._eog = np.array([t for t in range(self.vocab.n_tokens) if self.vocab.is_eog(t)],
                              dtype=np.int64)
@@ -231,7 +223,7 @@ class Engine:
             elif kind == "abort":
                 req = self.scheduler.abort(item)
                 if req is not None:
-                    self._texts.pop(req.slot_id, None)
+                    self._gens.pop(req.slot_id, None)
                     self._finish_event(req)
             elif kind == "call":
                 fn, box = item
@@ -243,17 +235,19 @@ class Engine:
     def _on_plan(self, plan: Plan) -> None:
         for req in plan.admitted:
             slot = self.scheduler.slots[req.slot_id]
-            self._texts[slot.id] = _SlotText(req.options.stop)
             if self.observer:
                 self.observer.on_admit(req)
-            if not req.options.embedding:
-                try:
-                    slot.sampler = req.sampler if req.sampler is not None else \
-                        self.make_sampler(req.sampling, req.prompt_tokens)
-                except Exception as exc:
-                    self._fail_slot(slot, exc)
+            try:
+                sampler = req.sampler
+                if sampler is None and not req.options.embedding:
+                    sampler = self.make_sampler(req.sampling, req.prompt_tokens)
+                self._gens[slot.id] = Generation(req, sampler, self.vocab,
+                                                 n_predict_cap=self.config.n_predict,
+                                                 special=self.config.special)
+            except Exception as exc:
+                self._fail_slot(slot, exc)
         for req in plan.finished:
-            self._texts.pop(req.slot_id, None)
+            self._gens.pop(req.slot_id, None)
             self._finish_event(req)
         for slot in plan.context_full:
             self._finish(slot, Status.FINISHED_CONTEXT)
@@ -400,7 +394,7 @@ class Engine:
         if slot.request.options.ignore_eos and len(self._eog):
             logits = logits.copy()
             logits[self._eog] = -np.inf
-        return slot.sampler.sample(logits)
+        return self._gens[slot.id].sample(logits)
 
     def _collect_embedding(self, entry, last: int) -> list:
         if self.ctx.pooling == 0:   # LLAMA_POOLING_TYPE_NONE: one vector per token
@@ -409,46 +403,25 @@ class Engine:
         return self.ctx.sequence_embedding(entry.slot.id).tolist()
 
     def _on_token(self, slot, token: int) -> None:
-        req = slot.request
-        if self.vocab.is_eog(token) and not req.options.ignore_eos:
+        gen = self._gens[slot.id]
+        if gen.ends_at(token):
             self._finish(slot, Status.FINISHED_EOS)
             return
         self.scheduler.accept(slot, token)
-        slot.sampler.accept(token)
-        text = self._texts[slot.id]
-        delta = text.decoder.push(self.vocab.piece(token, self.config.special))
-        delta = text.stops.feed(delta)
-        probs = slot.sampler.last_probs if req.sampling is not None and req.sampling.n_probs else None
-        req.mailbox.put(TokenEvent(delta, token, probs))
+        if not gen.t_started:
+            gen.t_started = slot.t_prompt_done or time.perf_counter()
+        event, status = gen.take(token)
+        slot.request.mailbox.put(event)
         if self.observer:
-            self.observer.on_token(req)
-        n_predict = req.options.n_predict
-        if n_predict < 0 or (self.config.n_predict >= 0 and n_predict > self.config.n_predict):
-            n_predict = self.config.n_predict
-        if text.stops.matched is not None:
-            self._finish(slot, Status.FINISHED_STOP)
-        elif limit_reached(req.n_generated, n_predict):
-            self._finish(slot, Status.FINISHED_LIMIT)
-        elif req.options.t_max_predict_ms > 0 and "\n" in delta and \
-                (time.perf_counter() - slot.t_prompt_done) * 1000 > req.options.t_max_predict_ms:
-            self._finish(slot, Status.FINISHED_LIMIT)
+            self.observer.on_token(slot.request)
+        if status is not None:
+            self._finish(slot, status)
 
     def _finish(self, slot, status: Status, embeddings=None) -> None:
-        text = self._texts.pop(slot.id, None)
-        tail = ""
-        stopping_word = ""
-        if text is not None:
-            if text.stops.matched is not None:
-                stopping_word = text.stops.matched
-            else:
-                tail = text.stops.feed(text.decoder.flush()) + text.stops.flush()
+        gen = self._gens.pop(slot.id)
         timings = self._timings(slot)
-        seed = getattr(slot.sampler, "seed", None)
-        n_prompt, n_evaluated = slot.n_prompt, slot.n_prompt_evaluated
+        event = gen.final_event(status, slot, timings, embeddings)
         req = self.scheduler.finish(slot, status)
-        event = FinalEvent(status, tail, stopping_word, n_prompt, req.n_cached, n_evaluated,
-                           req.n_generated, req.truncated, timings, embeddings=embeddings,
-                           slot_id=slot.id, seed=seed)
         req.mailbox.put(event)
         if self.observer:
             self.observer.on_finish(req, event)
@@ -473,7 +446,7 @@ class Engine:
         logger.error("request in slot %d failed: %s: %s", slot.id, type(exc).__name__, exc,
                      exc_info=not isinstance(exc, LlamaError))
         req = self.scheduler.finish(slot, Status.FAILED)
-        self._texts.pop(slot.id, None)
+        self._gens.pop(slot.id, None)
         req.error = f"internal error while generating: {exc}"
         req.error_type = "server_error"
         self._finish_event(req)
@@ -505,7 +478,7 @@ class Engine:
             self.ctx.seq_rm(slot.id, -1, -1)
             slot.cache_tokens = []
             req = self.scheduler.finish(slot, Status.FAILED)
-            self._texts.pop(slot.id, None)
+            self._gens.pop(slot.id, None)
             req.error = f"decode failed: {exc.describe()}"
             req.error_type = "server_error"
             self._finish_event(req)
@@ -514,7 +487,7 @@ class Engine:
         for slot in self.scheduler.slots:
             if slot.request is not None:
                 req = self.scheduler.finish(slot, status)
-                self._texts.pop(slot.id, None)
+                self._gens.pop(slot.id, None)
                 self._end(req, status, message, error_type)
         while self.scheduler.waiting:
             self._end(self.scheduler.waiting.popleft(), status, message, error_type)

@@ -342,6 +342,5 @@ class Scheduler:
         req.status = status
         slot.request = None
         slot.pending = []
-        slot.sampler = None
         self._last_used[slot.id] = time.perf_counter()
         return req

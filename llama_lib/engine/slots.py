@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from .request import Request
 
@@ -25,7 +24,6 @@ class Slot:
     request: Request | None = None
     pending: list[int] = field(default_factory=list)        # tokens still to evaluate
     n_prompt: int = 0                                        # prompt length after truncation
-    sampler: Any = None
     # Per-request timing marks (perf_counter seconds)
     t_start: float = 0.0
     t_prompt_done: float = 0.0

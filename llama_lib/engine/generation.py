@@ -1,0 +1,90 @@
+"""Generation: one admitted request's per-token state, built once at admission.
+
+It holds the request's sampler, its incremental text (UTF-8-safe detokenization and stop
+strings), its limits resolved once (the effective ``n_predict``, the time limit) and its
+stop conditions as small callables, and it makes the request's events. The engine asks it
+``sample(logits)`` and ``take(token)``; everything that can go wrong for one request happens
+inside these calls, which the engine runs inside that request's failure boundary.
+"""
+from __future__ import annotations
+
+import time
+
+from .events import FinalEvent, TokenEvent
+from .request import Request, Status
+from .text import IncrementalText, StopStrings, limit_reached
+
+__all__ = ["Generation", "stop_string", "token_limit", "time_limit"]
+
+
+# --- stop conditions: (generation, delta, now) -> the finish status, or None --------------
+def stop_string(gen: "Generation", delta: str, now: float) -> Status | None:
+    return Status.FINISHED_STOP if gen.stops.matched is not None else None
+
+
+def token_limit(gen: "Generation", delta: str, now: float) -> Status | None:
+    return Status.FINISHED_LIMIT if limit_reached(gen.req.n_generated, gen.n_predict) else None
+
+
+def time_limit(gen: "Generation", delta: str, now: float) -> Status | None:
+    """llama-server's t_max_predict_ms: checked at a new line, from the first generated token."""
+    if "\n" in delta and (now - gen.t_started) * 1000 > gen.req.options.t_max_predict_ms:
+        return Status.FINISHED_LIMIT
+    return None
+
+
+class Generation:
+    def __init__(self, req: Request, sampler, vocab, *, n_predict_cap: int = -1,
+                 special: bool = False):
+        self.req = req
+        self.sampler = sampler
+        self.vocab = vocab
+        self.special = special
+        self.text = IncrementalText()
+        self.stops = StopStrings(req.options.stop)
+        n_predict = req.options.n_predict
+        if n_predict < 0 or (n_predict_cap >= 0 and n_predict > n_predict_cap):
+            n_predict = n_predict_cap          # the server-wide -n caps every request
+        self.n_predict = n_predict
+        self.wants_probs = req.sampling is not None and bool(req.sampling.n_probs)
+        self.conditions = [stop_string, token_limit]
+        if req.options.t_max_predict_ms > 0:
+            self.conditions.append(time_limit)
+        self.t_started = 0.0          # when generation began (the engine sets it: prompt done)
+
+    @property
+    def seed(self) -> int | None:
+        return getattr(self.sampler, "seed", None)
+
+    def sample(self, logits) -> int:
+        return self.sampler.sample(logits)
+
+    def ends_at(self, token: int) -> bool:
+        """An end-of-generation token ends the request (unless it ignores EOS)."""
+        return self.vocab.is_eog(token) and not self.req.options.ignore_eos
+
+    def take(self, token: int) -> tuple[TokenEvent, Status | None]:
+        """The kept ``token`` (already counted by the scheduler): its event, and the finish
+        status if a stop condition fires."""
+        self.sampler.accept(token)
+        delta = self.stops.feed(self.text.push(self.vocab.piece(token, self.special)))
+        event = TokenEvent(delta, token, self.sampler.last_probs if self.wants_probs else None)
+        now = time.perf_counter()
+        for condition in self.conditions:
+            status = condition(self, delta, now)
+            if status is not None:
+                return event, status
+        return event, None
+
+    def tail(self) -> tuple[str, str]:
+        """(text held back until the end, the stop string that matched or "")."""
+        if self.stops.matched is not None:
+            return "", self.stops.matched
+        return self.stops.feed(self.text.flush()) + self.stops.flush(), ""
+
+    def final_event(self, status: Status, slot, timings: dict, embeddings=None) -> FinalEvent:
+        tail, stopping_word = self.tail()
+        req = self.req
+        return FinalEvent(status, tail, stopping_word, slot.n_prompt, req.n_cached,
+                          slot.n_prompt_evaluated, req.n_generated, req.truncated, timings,
+                          embeddings=embeddings, slot_id=slot.id, seed=self.seed)
