@@ -19,15 +19,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import requests
 
 from deploy.haproxy.render import render
 
 from .loadgen import concurrent, stream_once
-from .servers import free_port, start, stop
+from .servers import free_port, start, stop, wait_healthy
 
 def start_haproxy(binary: str, replica_urls: list[str], workdir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
@@ -36,18 +34,8 @@ def start_haproxy(binary: str, replica_urls: list[str], workdir: Path) -> tuple[
                           stats_bind=f"127.0.0.1:{free_port()}"))
     proc = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"haproxy exited with {proc.returncode} (config: {cfg})")
-        try:
-            if requests.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("haproxy did not answer within 30 s")
+    wait_healthy(proc, url, 30, f"haproxy (config: {cfg})")
+    return proc, url
 
 
 def measure(url: str, clients: int, n_predict: int, rounds: int) -> dict:

@@ -9,7 +9,7 @@ import time
 
 import requests
 
-__all__ = ["start", "stop"]
+__all__ = ["start", "stop", "wait_healthy", "free_port"]
 
 
 def free_port() -> int:
@@ -25,18 +25,24 @@ def start(cmd: str) -> tuple[subprocess.Popen, str]:
         argv += ["--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    wait_healthy(proc, url, 120, cmd)
+    return proc, url
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, timeout: float, what: str) -> None:
+    """Until ``url``/health answers 200; SystemExit if ``proc`` exits or time runs out."""
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited early: {cmd}")
+            raise SystemExit(f"exited early ({proc.returncode}): {what}")
         try:
             if requests.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
+                return
         except requests.RequestException:
             pass
         time.sleep(0.2)
     proc.kill()
-    raise SystemExit(f"server not ready: {cmd}")
+    raise SystemExit(f"not ready after {timeout:.0f} s: {what}")
 
 
 def stop(proc: subprocess.Popen) -> None:

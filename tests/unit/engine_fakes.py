@@ -139,3 +139,14 @@ def wait_final(req: Request, timeout: float = 10.0):
                 return tokens, ev
             tokens.append(ev)
     raise AssertionError(f"request {req.id} got no final event within {timeout}s")
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+

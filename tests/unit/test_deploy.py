@@ -23,12 +23,10 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from webapp import create_app
-from webapp.cli import parse_settings
 from webapp.completion import call_engine
 from webapp.metrics import HttpCounts, MetricsCollector
 
-from .engine_fakes import FakeContext, gen_request, make_engine, wait_final
+from .engine_fakes import FakeContext, gen_request, wait_final
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -40,18 +38,8 @@ VLLM_GAUGES = ["vllm:num_requests_running", "vllm:num_requests_waiting",
 
 # --- the app over a fake engine ------------------------------------------------------------
 @pytest.fixture
-def metrics_app():
-    made = []
-
-    def make(ctx: FakeContext):
-        engine = make_engine(ctx)
-        made.append(engine)
-        app = create_app(parse_settings(["--metrics", "--alias", "fake-model"], environ={}), engine)
-        return app, engine
-
-    yield make
-    for engine in made:
-        engine.stop(5)
+def metrics_app(app_over):
+    return lambda ctx: app_over(ctx, "--metrics", "--alias", "fake-model")
 
 
 def wait_for(predicate, timeout=5.0):

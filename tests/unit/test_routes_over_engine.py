@@ -7,34 +7,8 @@ import time
 
 import pytest
 
-from webapp import create_app
-from webapp.cli import parse_settings
 
-from .engine_fakes import FakeContext, make_engine
-
-
-@pytest.fixture
-def app_over(request):
-    made = []
-
-    def make(ctx: FakeContext, *argv: str, **config):
-        engine = make_engine(ctx, **config)
-        made.append(engine)
-        app = create_app(parse_settings(list(argv), environ={}), engine)
-        return app, engine
-
-    yield make
-    for engine in made:
-        engine.stop(5)
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
+from .engine_fakes import FakeContext, wait_for
 
 
 @pytest.mark.parametrize("path, body", [
