@@ -88,11 +88,11 @@ class RequestGroup:
                     if client_gone():
                         raise ClientGone()
                 if not got and not self.done:
-                    if self.engine.failure and not self._event.wait(WAIT_SLICE):
+                    woke = self._event.wait(WAIT_SLICE)
+                    if not woke and self.engine.failure:
                         # the engine is gone (stuck in a decode ggml aborted): no final
                         # event will come
                         raise error_for("server_error", self.engine.failure)
-                    self._event.wait(WAIT_SLICE)
         finally:
             self.close()
 
