@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from webapp.completion import call_engine
 from webapp.metrics import HttpCounts, MetricsCollector
 
-from .engine_fakes import FakeContext, gen_request, wait_final
+from .engine_fakes import FakeContext, gen_request, wait_final, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -40,15 +40,6 @@ VLLM_GAUGES = ["vllm:num_requests_running", "vllm:num_requests_waiting",
 @pytest.fixture
 def metrics_app(app_over):
     return lambda ctx: app_over(ctx, "--metrics", "--alias", "fake-model")
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def samples(text: str) -> dict:
