@@ -126,6 +126,20 @@ class NativeSampler(Owner):
         return cls(handle, name="grammar")
 
     @classmethod
+    def grammar_lazy(cls, vocab, text: str, root: str = "root", patterns: list[str] = (),
+                     tokens: list[int] = ()):
+        """A grammar that waits for a trigger: one of ``tokens`` sampled, or one of the
+        ``patterns`` (ECMAScript regexes; ``^...$`` must match all the text so far, others
+        anywhere) found in the text so far; it then constrains from the trigger on."""
+        pats = (ctypes.c_char_p * max(1, len(patterns)))(*[p.encode() for p in patterns])
+        toks = (ctypes.c_int32 * max(1, len(tokens)))(*tokens)
+        handle = library().llama_sampler_init_grammar_lazy_patterns(
+            vocab.handle, text.encode(), root.encode(), pats, len(patterns), toks, len(tokens))
+        if not handle:
+            raise GrammarError("Failed to parse grammar")
+        return cls(handle, lent=(pats, toks), name="grammar")
+
+    @classmethod
     def chain(cls, stages: list["NativeSampler"]):
         lib = library()
         handle = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())

@@ -226,6 +226,11 @@ class SamplingParams:
     top_n_sigma: float = -1.0
     ignore_eos: bool = False
     grammar: str | None = None      # GBNF text (set by the structured-output layer)
+    # A lazy grammar constrains only once a trigger fires (tool calls in "auto" mode):
+    # a trigger token, or a pattern (ECMAScript regex; ^...$ = the whole text so far).
+    grammar_lazy: bool = False
+    grammar_trigger_patterns: tuple = ()
+    grammar_trigger_tokens: tuple = ()
 
     @property
     def greedy(self) -> bool:

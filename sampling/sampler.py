@@ -415,7 +415,11 @@ def make_sampler(params: SamplingParams, n_vocab: int, prompt_tokens=(), vocab=N
     else:
         raise ValueError(f"unknown sampler implementation {impl!r}")
     grammar = None
-    if params.grammar:
+    if params.grammar and params.grammar_lazy:
+        from .grammar import LazyGrammarConstraint
+        grammar = LazyGrammarConstraint(vocab, params.grammar, list(params.grammar_trigger_patterns),
+                                        list(params.grammar_trigger_tokens))
+    elif params.grammar:
         from .grammar import GrammarConstraint
         grammar = GrammarConstraint(vocab, params.grammar)
     return Sampler(Chain(plan), grammar)

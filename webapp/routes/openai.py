@@ -103,6 +103,9 @@ class Generation:
     logprobs: bool = False
     stream: bool = False
     json_schema: object = None
+    grammar: dict | None = None      # sampling fields of a tool-call grammar (chat formats)
+    special: bool = False            # detokenize special tokens as text (the format parses them)
+    wrap_sampler: object = None      # callable(sampler) -> sampler (reasoning budget)
 
 
 def _seeded(params, j: int):
@@ -130,10 +133,18 @@ def submit_choices(state, engine, body: dict, token_lists: list[list[int]], gen:
             raise BadRequest("use either 'response_format' or 'grammar'/'json_schema', not both")
         sampling_body["json_schema"] = gen.json_schema
     params = sampling_for(sampling_body, state, engine.vocab)
+    if gen.grammar is not None:
+        params = params.with_(**gen.grammar)
+    if gen.special:
+        options = dataclasses.replace(options, special=True)
     for tokens in token_lists:
         check_fits(engine, tokens)
-    return [new_request(engine, tokens, options, _seeded(params, j))
-            for tokens in token_lists for j in range(gen.n)]
+    requests = [new_request(engine, tokens, options, _seeded(params, j))
+                for tokens in token_lists for j in range(gen.n)]
+    if gen.wrap_sampler is not None:
+        for req in requests:
+            req.sampler = gen.wrap_sampler(req.sampler)
+    return requests
 
 
 def check_fits(engine, tokens: list[int]) -> None:
