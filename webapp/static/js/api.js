@@ -1,5 +1,5 @@
 // Requests to the two streaming endpoints, and one shape for what comes back:
-// {text, probs: [{content, probs: [{tok_str, prob}]}], timings, usage, done}.
+// {text, reasoning, toolCalls, probs: [{content, probs: [{tok_str, prob}]}], timings, usage, done}.
 
 import { streamJSON } from '../completion.js';
 import { samplingFields } from './settings.js';
@@ -33,6 +33,8 @@ export async function* streamChat(urls, settings, messages, config) {
 function fromNative(data) {
   return {
     text: data.content || '',
+    reasoning: '',
+    toolCalls: [],
     probs: Array.isArray(data.completion_probabilities) ? data.completion_probabilities : [],
     timings: data.timings || null,
     usage: null,
@@ -54,6 +56,8 @@ function fromChat(data) {
   }
   return {
     text: typeof delta.content === 'string' ? delta.content : '',
+    reasoning: typeof delta.reasoning_content === 'string' ? delta.reasoning_content : '',
+    toolCalls: Array.isArray(delta.tool_calls) ? delta.tool_calls : [],
     probs,
     timings: data.timings || null,
     usage: data.usage || null,
@@ -76,4 +80,17 @@ export function describeTimings(reply) {
     return `${u.completion_tokens} tokens · ${(u.completion_tokens / (reply.elapsedMs / 1000)).toFixed(1)} tokens/s`;
   }
   return '';
+}
+
+/**
+ * Add one streamed tool-call delta to `reply.toolCalls`: the first delta of a call has its
+ * `index`, `id` and `function.name`; later ones append `function.arguments` fragments.
+ */
+export function mergeToolCall(reply, delta) {
+  const calls = reply.toolCalls || (reply.toolCalls = []);
+  const i = typeof delta.index === 'number' ? delta.index : calls.length;
+  const fn = delta.function || {};
+  if (!calls[i]) calls[i] = { id: delta.id || '', name: fn.name || '', arguments: '' };
+  if (fn.name && !calls[i].name) calls[i].name = fn.name;
+  if (typeof fn.arguments === 'string') calls[i].arguments += fn.arguments;
 }

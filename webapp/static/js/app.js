@@ -2,8 +2,8 @@
 // Endpoint URLs, the model name and the server's defaults come from the page's
 // #server-config JSON block; nothing here hard-codes a URL.
 
-import { streamChat, streamCompletion } from './api.js';
-import { installProbsPopover, renderMeta, renderText } from './render.js';
+import { mergeToolCall, streamChat, streamCompletion } from './api.js';
+import { installProbsPopover, renderExtras, renderMeta, renderText } from './render.js';
 import { defaultSettings, readForm, writeForm } from './settings.js';
 import { loadApiKey, loadState, saveApiKey, saveState } from './store.js';
 
@@ -108,6 +108,8 @@ async function stream(mode, reply, start, update) {
   try {
     for await (const part of start({ controller, api_key: apiKey })) {
       reply.content += part.text;
+      if (part.reasoning) reply.reasoning = (reply.reasoning || '') + part.reasoning;
+      for (const call of part.toolCalls || []) mergeToolCall(reply, call);
       if (part.probs.length) reply.probs = (reply.probs || []).concat(part.probs);
       if (part.timings) reply.timings = part.timings;
       if (part.usage) reply.usage = part.usage;
@@ -173,7 +175,19 @@ function messageElement(msg, index) {
   content.className = 'content';
   const meta = document.createElement('div');
   meta.className = 'meta';
-  li.append(role, content, meta);
+  const reasoning = document.createElement('details');
+  reasoning.className = 'reasoning';
+  reasoning.hidden = true;
+  const summary = document.createElement('summary');
+  const thought = document.createElement('div');
+  thought.className = 'reasoning-text';
+  reasoning.append(summary, thought);
+  // once the user opens or closes it, the block stays as they left it
+  summary.addEventListener('click', () => { reasoning.dataset.auto = 'off'; });
+  const calls = document.createElement('ul');
+  calls.className = 'tool-calls';
+  calls.hidden = true;
+  li.append(role, reasoning, content, calls, meta);
   fillMessage(li, msg);
   return li;
 }
@@ -181,6 +195,7 @@ function messageElement(msg, index) {
 function fillMessage(li, msg) {
   li.classList.toggle('pending', Boolean(msg.pending));
   renderText(li.querySelector('.content'), msg.content, msg.probs);
+  renderExtras(li, msg);
   renderMeta(li.querySelector('.meta'), msg);
 }
 

@@ -113,3 +113,43 @@ export function installProbsPopover(root, pop, lookup) {
   window.addEventListener('scroll', hide, true);
   window.addEventListener('resize', hide);
 }
+
+/**
+ * The parts of a reply besides its text: the model's reasoning in a collapsible block
+ * (open while it is being written, closed once the answer starts) and its tool calls, each
+ * shown as the function's name and its arguments.
+ */
+export function renderExtras(li, msg) {
+  const box = li.querySelector('.reasoning');
+  if (box) {
+    const has = Boolean(msg.reasoning);
+    box.hidden = !has;
+    if (has) {
+      box.querySelector('.reasoning-text').textContent = msg.reasoning;
+      const thinking = Boolean(msg.pending) && !msg.content && !(msg.toolCalls && msg.toolCalls.length);
+      if (box.dataset.auto !== 'off') box.open = thinking;
+      box.querySelector('summary').textContent = thinking ? 'Thinking…' : 'Reasoning';
+    }
+  }
+  const list = li.querySelector('.tool-calls');
+  if (list) {
+    const calls = msg.toolCalls || [];
+    list.hidden = calls.length === 0;
+    list.replaceChildren(...calls.map((call) => {
+      const item = document.createElement('li');
+      item.className = 'tool-call';
+      const name = document.createElement('code');
+      name.className = 'tool-name';
+      name.textContent = call.name;
+      const args = document.createElement('pre');
+      args.className = 'tool-args';
+      let shown = call.arguments;
+      try {
+        shown = JSON.stringify(JSON.parse(call.arguments), null, 2);
+      } catch (e) { /* still streaming: show the raw text */ }
+      args.textContent = shown;
+      item.append(document.createTextNode('Tool call: '), name, args);
+      return item;
+    }));
+  }
+}
