@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 __all__ = ["ToolCall", "ChatMessage", "ParseOptions", "GrammarPlan", "ToolSpec", "ToolChoice",
-           "Probe", "ChatFormat", "FormatError", "split_reasoning", "is_prefix_of",
+           "Probe", "ChatFormat", "FormatError", "split_reasoning", "split_reasoning_at_call", "is_prefix_of",
            "held_back_prefix", "REASONING_FORMATS"]
 
 REASONING_FORMATS = ("none", "deepseek", "deepseek-legacy", "auto")
@@ -66,6 +66,9 @@ class ParseOptions:
     thinking_forced_open: bool = False    # the prompt already opened the reasoning block
     parse_tool_calls: bool = True         # False when no tools were given or tool_choice "none"
     tool_names: frozenset = frozenset()   # the request's function names (empty: accept any)
+    # name -> the function's parameters JSON Schema, for formats whose argument values are
+    # raw text to be typed by the schema (Qwen3-Coder's XML); empty: values are guessed
+    tool_schemas: dict = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,14 @@ class ChatFormat:
                      single_token: Callable[[str], bool]) -> GrammarPlan | None:
         return None
 
+    # True for a format that describes the tools to the model itself (in the messages, see
+    # ``generic.py``) instead of handing them to the template.
+    describes_tools = False
+
+    def prepare_messages(self, messages: list[dict], tools: list[ToolSpec], choice: ToolChoice) -> list[dict]:
+        """The messages to render (a format that describes tools adds them here)."""
+        return messages
+
 
 def held_back_prefix(text: str, markers: Iterable[str]) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of one of ``markers``
@@ -171,6 +182,42 @@ def split_reasoning(text: str, partial: bool, opts: ParseOptions, start: str, en
         rest = text[:len(text) - len(body)] + body[:i + len(end)] + rest if not opts.thinking_forced_open \
             else body[:i + len(end)] + rest
     return reasoning, rest
+
+
+def split_reasoning_at_call(text: str, partial: bool, opts: ParseOptions, start: str, end: str,
+                            first_call: Callable[[str, bool], int]) -> tuple[str, str]:
+    """:func:`split_reasoning`, plus the rule for tool calls inside a reasoning block:
+
+    - inside a block that closes, everything stays reasoning;
+    - if the block never closes and a complete, well-formed call to one of the request's
+      tools appears in it, the block ends there: the call and what follows are parsed as
+      the rest (this is what a lazy tool grammar triggered inside the reasoning produces).
+
+    ``first_call(body, partial)`` (the format's) returns where that call starts in the
+    block's body, or -1. While streaming it returns where a call *may* start (a block that
+    is or may become a call, or a trailing marker prefix): reasoning stops growing there
+    until the text says which it is, or until the end (a block may still close after a
+    complete call), so that a partial parse stays a prefix of the final one."""
+    reasoning, rest = split_reasoning(text, partial, opts, start, end)
+    if rest or not opts.parse_tool_calls or opts.reasoning_format == "none" or not start:
+        return reasoning, rest
+    head, body = "", text
+    if not opts.thinking_forced_open:
+        stripped = text.lstrip()
+        if not stripped.startswith(start):
+            return reasoning, rest
+        head = text[:len(text) - len(stripped)] + start
+        body = stripped[len(start):]
+    if end in body:
+        return reasoning, rest
+    i = first_call(body, partial)
+    if i < 0:
+        return reasoning, rest
+    if partial:
+        return body[:i].strip(), ""
+    if opts.reasoning_format == "deepseek-legacy":
+        return body[:i].strip(), head + body
+    return body[:i].strip(), body[i:]
 
 
 def is_prefix_of(a: ChatMessage, b: ChatMessage) -> bool:

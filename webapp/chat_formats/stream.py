@@ -11,6 +11,8 @@ parse that breaks it is not sent until it is consistent again).
 """
 from __future__ import annotations
 
+import secrets
+import string
 import uuid
 
 from .base import ChatFormat, ChatMessage, ParseOptions, ToolCall, is_prefix_of
@@ -18,18 +20,24 @@ from .base import ChatFormat, ChatMessage, ParseOptions, ToolCall, is_prefix_of
 __all__ = ["MessageStream", "new_call_id", "finalize_ids"]
 
 
-def new_call_id() -> str:
+_ALNUM = string.ascii_letters + string.digits
+
+
+def new_call_id(fmt: ChatFormat | None = None) -> str:
+    """OpenAI-style ``call_<hex>``, or the 9 letters and digits Mistral's templates insist on."""
+    if fmt is not None and fmt.name.startswith(("mistral", "ministral")):
+        return "".join(secrets.choice(_ALNUM) for _ in range(9))
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def finalize_ids(msg: ChatMessage, ids: list[str] | None = None) -> ChatMessage:
+def finalize_ids(msg: ChatMessage, ids: list[str] | None = None, fmt: ChatFormat | None = None) -> ChatMessage:
     """Give every call an id: the one already sent for it, the model's own, or a new one."""
     ids = ids or []
     for i, call in enumerate(msg.tool_calls):
         if i < len(ids):
             call.id = ids[i]
         elif not call.id:
-            call.id = new_call_id()
+            call.id = new_call_id(fmt)
     return msg
 
 
@@ -50,7 +58,7 @@ class MessageStream:
         if not is_prefix_of(self.sent, final):
             # Should not happen (a format broke the contract); the message still says it all.
             deltas.append({"content": ""})
-        return deltas, finalize_ids(final, self.ids)
+        return deltas, finalize_ids(final, self.ids, self.fmt)
 
     def _advance(self, cur: ChatMessage) -> list[dict]:
         if not is_prefix_of(self.sent, cur):
@@ -65,8 +73,9 @@ class MessageStream:
             sent.content = cur.content
         for i, call in enumerate(cur.tool_calls):
             if i == len(sent.tool_calls):
-                self.ids.append(call.id or new_call_id())
-                sent.tool_calls.append(ToolCall(call.name, "", self.ids[i]))
+                self.ids.append(call.id or new_call_id(self.fmt))
+                # the model's own id (or ""): what later parses are compared with
+                sent.tool_calls.append(ToolCall(call.name, "", call.id))
                 out.append({"tool_calls": [{"index": i, "id": self.ids[i], "type": "function",
                                             "function": {"name": call.name, "arguments": ""}}]})
             done = sent.tool_calls[i].arguments

@@ -221,7 +221,8 @@ def chat_setup(state, vocab, body: dict, tokenize: bool = True) -> ChatSetup:
     try:
         tools = parse_tools(body.get("tools"))
         choice = parse_tool_choice(body.get("tool_choice"), tools)
-        parallel = parse_parallel(body.get("parallel_tool_calls"))
+        # a named function is called once (as OpenAI does); "required" allows several calls
+        parallel = parse_parallel(body.get("parallel_tool_calls")) and choice.mode != "named"
     except FormatError as exc:
         raise BadRequest(str(exc)) from None
     reasoning_format = body.get("reasoning_format", state.settings.reasoning_format or "auto")
@@ -248,7 +249,16 @@ def chat_setup(state, vocab, body: dict, tokenize: bool = True) -> ChatSetup:
     try:
         text = template.render(messages, add_generation_prompt=True, tools=template_tools, **kwargs)
     except ChatTemplateError as exc:
-        raise BadRequest(str(exc)) from None
+        if not getattr(fmt, "describes_tools", False) or messages[0]["role"] != "system":
+            raise BadRequest(str(exc)) from None
+        # a template that refuses the system role (Gemma 2) gets the tools' description in
+        # front of the first user message instead
+        from ..chat_formats.generic import fold_system_message
+        try:
+            text = template.render(fold_system_message(messages), add_generation_prompt=True,
+                                   tools=None, **kwargs)
+        except ChatTemplateError:
+            raise BadRequest(str(exc)) from None
     prompt = text + prefill
     start = fmt.reasoning_start
     thinking_open = bool(start) and not prefill and text.rstrip().endswith(start)
@@ -363,7 +373,7 @@ class ChatCall:
 
     # --- whole answers -----------------------------------------------------------------
     def message(self, text: str) -> ChatMessage:
-        return finalize_ids(self.setup.fmt.parse(text, False, self.setup.parse))
+        return finalize_ids(self.setup.fmt.parse(text, False, self.setup.parse), fmt=self.setup.fmt)
 
     def response(self) -> dict:
         choices = collect_choices(self.engine, self.requests)
