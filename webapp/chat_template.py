@@ -127,8 +127,16 @@ def _tojson(
     sort_keys: bool = False,
 ) -> str:
     return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys,
+        default=_json_default,
     )
+
+
+def _json_default(value: Any) -> Any:
+    """Jinja's lazy sequences (``map(...)``, ``select(...)``, generators) serialize as lists."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return list(value)
 
 
 def _make_environment() -> jinja2.Environment:

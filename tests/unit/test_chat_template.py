@@ -460,3 +460,12 @@ def test_a_render_failure_is_a_400_for_the_request():
     assert r.status_code == 400
     assert r.get_json()["error"]["type"] == "invalid_request_error"
     assert "unsafe" in r.get_json()["error"]["message"] and not engine.submitted
+
+
+def test_tojson_serializes_jinja_lazy_sequences_as_lists():
+    # llama.cpp's DeepSeek R1 template pipes map(...) into tojson
+    t = ChatTemplate("{{ tools | map(attribute='function') | tojson }}")
+    out = t.render([{"role": "user", "content": "x"}], tools=[{"function": {"name": "f"}}])
+    assert out == '[{"name": "f"}]'
+    with pytest.raises(ChatTemplateError):
+        ChatTemplate("{{ raise_exception | tojson }}").render([{"role": "user", "content": "x"}])

@@ -24,7 +24,8 @@ from sampling.json_schema import SchemaError, schema_to_grammar
 
 from .base import FormatError, ToolSpec
 
-__all__ = ["GrammarBuilder", "lit", "check_tool_schema", "trigger_anywhere", "regex_escape"]
+__all__ = ["GrammarBuilder", "lit", "check_tool_schema", "trigger_anywhere", "regex_escape", "text_without",
+           "reasoning_block"]
 
 _RULE_NAME = re.compile(r"^([A-Za-z0-9-]+)\s*::=", re.M)
 
@@ -126,3 +127,59 @@ class GrammarBuilder:
             raise ValueError("the grammar has no root rule")
         order = [root] + [n for n in self._rules if n != root]
         return "\n".join(f"{n} ::= {self._rules[n]}" for n in order) + "\n"
+
+
+def _class_char(ch: str) -> str:
+    """One character inside a GBNF character class (libllama knows few escapes there)."""
+    if ch in "\\[]^-\"" or ord(ch) < 0x20 or ch == "\x7f":
+        return f"\\x{ord(ch):02X}"
+    return ch
+
+
+def text_without(g: GrammarBuilder, forbidden: str, base: str = "text") -> str:
+    """A rule for any text (empty included) that does not contain ``forbidden``: the
+    matcher of ``forbidden`` (Knuth-Morris-Pratt) as one rule per matched-prefix length,
+    with no way into the full match. Use it before the delimiter itself, e.g.
+    ``text_without(g, "</think>") "</think>"``. Returns the start rule's name."""
+    if not forbidden:
+        raise ValueError("text_without needs a non-empty string")
+    m = len(forbidden)
+    fail = [0] * m
+    k = 0
+    for i in range(1, m):
+        while k and forbidden[i] != forbidden[k]:
+            k = fail[k - 1]
+        if forbidden[i] == forbidden[k]:
+            k += 1
+        fail[i] = k
+
+    def step(state: int, ch: str) -> int:
+        while True:
+            if forbidden[state] == ch:
+                return state + 1
+            if state == 0:
+                return 0
+            state = fail[state - 1]
+
+    prefix = g.fresh(base)
+    chars = sorted(set(forbidden))
+    other = "[^" + "".join(_class_char(c) for c in chars) + "]"
+    for state in range(m):
+        targets: dict[int, list[str]] = {}
+        for ch in chars:
+            nxt = step(state, ch)
+            if nxt < m:
+                targets.setdefault(nxt, []).append(ch)
+        alts = [""] + [f"[{''.join(_class_char(c) for c in cs)}] {prefix}-{nxt}"
+                       for nxt, cs in sorted(targets.items())]
+        alts.append(f"{other} {prefix}-0")
+        g.rule(f"{prefix}-{state}", " | ".join(alts))
+    return f"{prefix}-0"
+
+
+def reasoning_block(g: GrammarBuilder, start: str, end: str) -> str:
+    """A rule for the reasoning a full (non-lazy) tool grammar lets the model write before
+    its calls: ``start`` (optional, for prompts that open the block themselves), any text
+    without ``end``, ``end``, whitespace. Use it as ``f"{rule}? calls"``."""
+    body = text_without(g, end, "reasoning-text")
+    return g.rule(g.fresh("reasoning"), f"( {g.marker(start)} )? {body} {g.marker(end)} [ \\t\\n]*")
