@@ -2,25 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from types import SimpleNamespace
 
-from .flags import FLAGS, Flag
+from .flags import FLAGS, Flag, env_names
 
-__all__ = ["build_parser", "parse_settings", "main", "Settings"]
+__all__ = ["build_parser", "parse_settings", "main", "Settings", "is_router_mode"]
 
 Settings = SimpleNamespace
 _TRUE = {"1", "true", "on", "yes", "enabled"}
-
-
-def _env_names(flag: Flag) -> list[str]:
-    names = list(flag.env)
-    for name in flag.names:
-        if name.startswith("--"):
-            names.append("LLAMA_ARG_" + name[2:].upper().replace("-", "_"))
-    names.append("LLAMA_ARG_" + flag.dest.upper())
-    return list(dict.fromkeys(names))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _from_env(flag: Flag, environ) -> object:
-    for name in _env_names(flag):
+    for name in env_names(flag):
         raw = environ.get(name)
         if raw is None or raw == "":
             continue
@@ -100,8 +92,13 @@ def parse_settings(argv=None, environ=None) -> Settings:
         parser.error(f"not supported yet: {names}")
     settings = Settings(**values)
     settings.explicit = explicit
+    if settings.reranking:   # as llama-server: embeddings on, rank pooling
+        settings.embeddings, settings.pooling = True, "rank"
     downloading = settings.model_url or settings.hf or settings.hf_repo or settings.hf_file
-    if not settings.model and not downloading:   # a download sets it in main()
+    if settings.models_max < 0:
+        parser.error("--models-max must be >= 0 (0: unlimited)")
+    # a download sets the model in main(); router mode has none of its own
+    if not settings.model and not downloading and not is_router_mode(settings):
         from llama_lib import default_model_path
         settings.model = default_model_path()
         if not settings.model:
@@ -110,6 +107,13 @@ def parse_settings(argv=None, environ=None) -> Settings:
     if settings.parallel < 1:
         parser.error("--parallel must be >= 1")
     return settings
+
+
+def is_router_mode(settings) -> bool:
+    """llama-server's rule: no model given (-m, -hf, -mu) but a source of several
+    (--models-dir, --models-preset): one child server per model behind this one."""
+    downloading = settings.model_url or settings.hf or settings.hf_repo or settings.hf_file
+    return not settings.model and not downloading and bool(settings.models_dir or settings.models_preset)
 
 
 def configure_logging(settings) -> None:
@@ -125,6 +129,12 @@ def main(argv=None) -> int:
 
     settings = parse_settings(argv)
     configure_logging(settings)
+    if is_router_mode(settings) and not settings.list_devices:
+        from .router import serve_router
+        return serve_router(settings)
+    if settings.models_dir or settings.models_preset:
+        logging.getLogger("webapp.cli").warning(
+            "--models-dir / --models-preset are ignored: a model is given (-m, -hf or -mu)")
     if settings.rpc or settings.list_devices or settings.device:
         code = prepare_devices(settings)
         if code is not None:

@@ -6,7 +6,7 @@ import signal
 import socket
 import time
 
-__all__ = ["serve"]
+__all__ = ["serve", "make_wsgi_server"]
 
 logger = logging.getLogger("webapp.server")
 
@@ -14,8 +14,6 @@ logger = logging.getLogger("webapp.server")
 def serve(settings) -> int:
     import gevent
     import gevent.event
-    from gevent.pool import Pool
-    from gevent.pywsgi import WSGIHandler, WSGIServer
 
     from llama_lib.engine.bridge import start_real_thread
 
@@ -23,41 +21,18 @@ def serve(settings) -> int:
     from .state import ServerState
 
     state = ServerState(settings)
+    if settings.sleep_idle_seconds > 0:
+        from .sleep import SleepMode
+        # a reload that fails stops the server (shutdown is defined below, before any request)
+        state.sleep = SleepMode(state, settings.sleep_idle_seconds, on_failure=lambda why: shutdown(why))
+        gevent.spawn(state.sleep.watch)
     app = create_app(settings, state=state)
-    timeout = settings.timeout
     in_flight = [0]      # requests being answered (idle keep-alive connections not counted)
-
-    class Handler(WSGIHandler):
-        def handle(self):
-            if timeout and timeout > 0:
-                self.socket.settimeout(timeout)
-            # pywsgi writes the headers and the body of a keep-alive connection's later answers
-            # as two segments; with Nagle on, the body waited for the client's delayed ACK:
-            # 44 ms per request instead of under 2 (measured on /health).
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super().handle()
-
-        def handle_one_response(self):
-            in_flight[0] += 1
-            try:
-                return super().handle_one_response()
-            finally:
-                in_flight[0] -= 1
-
-        def log_request(self):   # one structured line per request comes from the app
-            pass
-
-        def get_environ(self):
-            env = super().get_environ()
-            env["llama.socket"] = self.socket   # lets a waiting request notice a client that left
-            return env
-
-    spawn = Pool(settings.threads_http) if settings.threads_http and settings.threads_http > 0 else "default"
-    tls = _tls_args(settings)
-    server = WSGIServer((settings.host, settings.port), app, handler_class=Handler, spawn=spawn,
-                        log=None, error_log=logging.getLogger("webapp.wsgi"), **tls)
+    server = make_wsgi_server(settings, app, in_flight,
+                              after_response=state.sleep.release if state.sleep is not None else None)
     server.start()
-    logger.info("listening on %s://%s:%d", "https" if tls else "http", settings.host, server.server_port)
+    logger.info("listening on %s://%s:%d", "https" if server.ssl_enabled else "http", settings.host,
+                server.server_port)
     start_real_thread(state.load)
 
     stopped = gevent.event.Event()
@@ -78,7 +53,8 @@ def serve(settings) -> int:
     except KeyboardInterrupt:
         pass
     from llama_lib.backends import fatal_error
-    failure = (state.engine.failure if state.engine is not None else None) or fatal_error()
+    failure = (state.engine.failure if state.engine is not None else None) or fatal_error() \
+        or (state.sleep.failure if state.sleep is not None else None)
     if failure:
         logger.error("exiting with status 1: %s", failure)
         if fatal_error():
@@ -92,6 +68,48 @@ def serve(settings) -> int:
         return 1
     logger.info("stopped")
     return 0
+
+
+def make_wsgi_server(settings, app, in_flight: list, after_response=None):
+    """The gevent WSGI server for ``app`` on --host/--port (TLS, --timeout, --threads-http),
+    not started yet; ``in_flight[0]`` counts the requests being answered, and
+    ``after_response(environ)`` is called once each answer is written (sleep mode's release
+    of the engine). The router (webapp/router) serves its app with the same server."""
+    from gevent.pool import Pool
+    from gevent.pywsgi import WSGIHandler, WSGIServer
+
+    timeout = settings.timeout
+
+    class Handler(WSGIHandler):
+        def handle(self):
+            if timeout and timeout > 0:
+                self.socket.settimeout(timeout)
+            # pywsgi writes the headers and the body of a keep-alive connection's later answers
+            # as two segments; with Nagle on, the body waited for the client's delayed ACK:
+            # 44 ms per request instead of under 2 (measured on /health).
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().handle()
+
+        def handle_one_response(self):
+            in_flight[0] += 1
+            try:
+                return super().handle_one_response()
+            finally:
+                in_flight[0] -= 1
+                if after_response is not None:
+                    after_response(self.environ)
+
+        def log_request(self):   # one structured line per request comes from the app
+            pass
+
+        def get_environ(self):
+            env = super().get_environ()
+            env["llama.socket"] = self.socket   # lets a waiting request notice a client that left
+            return env
+
+    spawn = Pool(settings.threads_http) if settings.threads_http and settings.threads_http > 0 else "default"
+    return WSGIServer((settings.host, settings.port), app, handler_class=Handler, spawn=spawn,
+                      log=None, error_log=logging.getLogger("webapp.wsgi"), **_tls_args(settings))
 
 
 def _watch_engine(state, shutdown) -> None:

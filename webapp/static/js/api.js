@@ -8,6 +8,7 @@ import { samplingFields } from './settings.js';
 export async function* streamCompletion(urls, settings, prompt, config) {
   const body = { prompt, stream: true, n_predict: settings.n_predict, cache_prompt: true,
     ...samplingFields(settings) };
+  if (settings.model) body.model = settings.model;   // router mode: the picker's choice
   if (settings.n_probs > 0) body.n_probs = settings.n_probs;
   for await (const chunk of streamJSON(urls.completion, body, config)) {
     yield fromNative(chunk.data);
@@ -20,6 +21,7 @@ export async function* streamChat(urls, settings, messages, config) {
   const turns = messages.map(({ role, content }) => ({ role, content }));
   if (settings.system && settings.system.trim()) turns.unshift({ role: 'system', content: settings.system });
   const body = { messages: turns, stream: true, cache_prompt: true, ...samplingFields(settings) };
+  if (settings.model) body.model = settings.model;
   if (settings.n_predict >= 0) body.max_tokens = settings.n_predict;
   if (settings.n_probs > 0) {
     body.logprobs = true;

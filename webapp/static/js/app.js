@@ -3,6 +3,7 @@
 // #server-config JSON block; nothing here hard-codes a URL.
 
 import { mergeToolCall, streamChat, streamCompletion } from './api.js';
+import { installModelPicker } from './models.js';
 import { installProbsPopover, renderExtras, renderMeta, renderText } from './render.js';
 import { defaultSettings, readForm, writeForm } from './settings.js';
 import { loadApiKey, loadState, saveApiKey, saveState } from './store.js';
@@ -71,6 +72,14 @@ $('settings-reset').addEventListener('click', () => {
 setSettingsOpen(wide.matches && state.settingsOpen !== false, false);
 wide.addEventListener('change', () => setSettingsOpen(wide.matches && state.settingsOpen !== false, false));
 
+// ---------------------------------------------------------------------------- model picker
+
+// Shown only when the server lists several models (router mode); requests then name one.
+const picker = installModelPicker($('model-picker'), () => apiKey, (id) => {
+  document.querySelector('.model-name').hidden = Boolean(id);
+});
+const withModel = (settings) => ({ ...settings, model: picker.current() });
+
 // ---------------------------------------------------------------------------- API key
 
 function askApiKey(reason) {
@@ -83,6 +92,7 @@ $('api-key-form').addEventListener('submit', () => {
   apiKey = $('api-key-input').value.trim();
   saveApiKey(apiKey);
   $('api-key-change').hidden = false;
+  picker.refresh();
 });
 $('api-key-change').addEventListener('click', () => askApiKey('The key sent with every request.'));
 $('api-key-change').hidden = !(config.api_key_required || apiKey);
@@ -129,6 +139,7 @@ async function stream(mode, reply, start, update) {
     setBusy(null);
     update(true);
     saveState(state);
+    picker.refresh();   // the request may have loaded its model (and unloaded another)
   }
 }
 
@@ -219,7 +230,7 @@ async function sendChat(text) {
     fillMessage(li, reply);
     if (stick) scroller.scrollTop = scroller.scrollHeight;
   });
-  await stream('chat', reply, (cfg) => streamChat(config.urls, state.settings, history, cfg), update);
+  await stream('chat', reply, (cfg) => streamChat(config.urls, withModel(state.settings), history, cfg), update);
 }
 
 const input = $('chat-input');
@@ -272,7 +283,7 @@ $('completion-run').addEventListener('click', async () => {
   state.completion.output = out;
   renderCompletion();
   await stream('completion', out,
-    (cfg) => streamCompletion(config.urls, state.settings, prompt, cfg), throttled(renderCompletion));
+    (cfg) => streamCompletion(config.urls, withModel(state.settings), prompt, cfg), throttled(renderCompletion));
 });
 
 $('completion-append').addEventListener('click', () => {
@@ -331,3 +342,4 @@ renderMessages();
 renderCompletion();
 fitInput();
 watchHealth();
+if (!config.api_key_required || apiKey) picker.refresh();   // else once the key is entered
