@@ -95,6 +95,12 @@ class Model(Owner):
         return int(self._lib.llama_model_size(self.handle))
 
     @property
+    def n_cls_out(self) -> int:
+        """Outputs of the classifier head (rank pooling gives this many per sequence): the
+        number of classifier labels in the metadata, else 1."""
+        return int(self._lib.llama_model_n_cls_out(self.handle))
+
+    @property
     def has_encoder(self) -> bool:
         return bool(self._lib.llama_model_has_encoder(self.handle))
 

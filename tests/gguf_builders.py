@@ -10,6 +10,11 @@
 - ``lora_adapter(base, dst, ...)``: a LoRA adapter GGUF whose A/B matrices match the base
   model's tensor shapes (llama.cpp's layout: ``<tensor>.lora_a`` has ggml shape
   ``[n_in, rank]``, ``<tensor>.lora_b`` ``[rank, n_out]``).
+- ``bert_weights(...)`` + ``bert_model(dst, vocab, weights, ...)``: a tiny random-weight BERT
+  (llama.cpp's ``bert`` architecture, non-causal) with the tokenizer of a vocabulary GGUF
+  from the sdist (``ggml-vocab-bert-bge.gguf``) and, optionally, a cross-encoder classifier
+  head (``cls.weight``/``cls.bias`` then ``cls.output.weight``/``cls.output.bias``):
+  a reranker small enough to build in a test.
 
 ``gguf.GGUFReader`` builds one numpy object per vocabulary string (about 15 s for the default
 model on a busy 2-core machine), so the layout is read here with a small skipping parser
@@ -26,7 +31,8 @@ import numpy as np
 import gguf
 from gguf import GGUFValueType as T
 
-__all__ = ["copy_with_metadata", "fim_model", "lora_adapter", "read_layout", "split_model", "U32"]
+__all__ = ["bert_model", "bert_weights", "copy_with_metadata", "fim_model", "lora_adapter",
+           "read_layout", "split_model", "U32"]
 
 U32 = T.UINT32
 _SCALAR = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
@@ -201,4 +207,91 @@ def lora_adapter(base: str, dst: str, *, targets=("attn_q", "attn_v", "ffn_down"
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return dst
+
+
+def bert_weights(n_vocab: int, *, n_embd: int = 32, n_layer: int = 2, n_ff: int = 64,
+                 n_ctx: int = 512, n_token_types: int = 2, n_cls_out: int | None = 1,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float32 tensors of a BERT, by GGUF name, in numpy shape (the ggml shape
+    reversed). ``n_cls_out``: outputs of the classifier head (None: no head)."""
+    rng = np.random.default_rng(seed)
+
+    def matrix(n_out: int, n_in: int) -> np.ndarray:
+        return (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+
+    def vector(n: int, center: float = 0.0) -> np.ndarray:
+        return (center + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    def rows(n: int, scale: float) -> np.ndarray:
+        return (scale * rng.standard_normal((n, n_embd))).astype(np.float32)
+
+    w = {"token_embd.weight": rows(n_vocab, 1.0), "token_types.weight": rows(n_token_types, 0.1),
+         "position_embd.weight": rows(n_ctx, 0.1),
+         "token_embd_norm.weight": vector(n_embd, 1.0), "token_embd_norm.bias": vector(n_embd)}
+    for i in range(n_layer):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w[f"blk.{i}.{name}.weight"] = matrix(n_embd, n_embd)
+            w[f"blk.{i}.{name}.bias"] = vector(n_embd)
+        w[f"blk.{i}.attn_output_norm.weight"] = vector(n_embd, 1.0)
+        w[f"blk.{i}.attn_output_norm.bias"] = vector(n_embd)
+        w[f"blk.{i}.ffn_up.weight"] = matrix(n_ff, n_embd)
+        w[f"blk.{i}.ffn_up.bias"] = vector(n_ff)
+        w[f"blk.{i}.ffn_down.weight"] = matrix(n_embd, n_ff)
+        w[f"blk.{i}.ffn_down.bias"] = vector(n_embd)
+        w[f"blk.{i}.layer_output_norm.weight"] = vector(n_embd, 1.0)
+        w[f"blk.{i}.layer_output_norm.bias"] = vector(n_embd)
+    if n_cls_out is not None:
+        w["cls.weight"] = matrix(n_embd, n_embd)
+        w["cls.bias"] = vector(n_embd)
+        w["cls.output.weight"] = matrix(n_cls_out, n_embd)
+        w["cls.output.bias"] = vector(n_cls_out)
+    return {name: np.ascontiguousarray(t, dtype=np.float32) for name, t in w.items()}
+
+
+def bert_model(dst: str, vocab: str, weights: dict[str, np.ndarray], *, n_head: int = 2,
+               pooling: int | None = None, labels: list[str] | None = None,
+               rerank_template: str | None = None) -> str:
+    """Write a ``bert`` GGUF: the ``tokenizer.*`` metadata of ``vocab`` (copied as raw bytes),
+    hyperparameters read off ``weights``, and the tensors as float32. ``pooling``: the
+    model's ``bert.pooling_type`` (4: rank); ``labels``: ``bert.classifier.output_labels``
+    (libllama's n_cls_out); ``rerank_template``: ``tokenizer.chat_template.rerank``."""
+    layout = read_layout(vocab)
+    n_ctx, n_embd = weights["position_embd.weight"].shape
+    n_layer = sum(1 for name in weights if name.endswith(".ffn_up.weight"))
+    n_ff = weights["blk.0.ffn_up.weight"].shape[0]
+    kv = [_encode_kv("general.architecture", "bert", T.STRING),
+          _encode_kv("general.name", "tiny-random-bert", T.STRING),
+          _encode_kv("bert.block_count", n_layer, U32),
+          _encode_kv("bert.context_length", n_ctx, U32),
+          _encode_kv("bert.embedding_length", n_embd, U32),
+          _encode_kv("bert.feed_forward_length", n_ff, U32),
+          _encode_kv("bert.attention.head_count", n_head, U32),
+          _encode_kv("bert.attention.layer_norm_epsilon", 1e-12, T.FLOAT32),
+          _encode_kv("bert.attention.causal", False, T.BOOL)]
+    if pooling is not None:
+        kv.append(_encode_kv("bert.pooling_type", pooling, U32))
+    if labels:
+        kv.append(_string_bytes("bert.classifier.output_labels")
+                  + struct.pack("<IIQ", T.ARRAY, T.STRING, len(labels))
+                  + b"".join(_string_bytes(label) for label in labels))
+    if rerank_template is not None:
+        kv.append(_encode_kv("tokenizer.chat_template.rerank", rerank_template, T.STRING))
+    kv += [_string_bytes(key) + raw for key, raw, _v in layout.kv if key.startswith("tokenizer.")]
+    align = gguf.GGUF_DEFAULT_ALIGNMENT
+    info, data, offset = [], [], 0
+    for name, tensor in weights.items():
+        dims = tensor.shape[::-1]                       # ggml order: ne0 first
+        info.append(_string_bytes(name) + struct.pack(f"<I{len(dims)}Q", len(dims), *dims)
+                    + struct.pack("<IQ", gguf.GGMLQuantizationType.F32, offset))
+        raw = tensor.astype("<f4").tobytes()
+        raw += b"\0" * (-len(raw) % align)
+        data.append(raw)
+        offset += len(raw)
+    meta = struct.pack("<IIQQ", gguf.GGUF_MAGIC, 3, len(weights), len(kv)) + b"".join(kv) + b"".join(info)
+    meta += b"\0" * (-len(meta) % align)
+    with open(dst, "wb") as f:
+        f.write(meta)
+        for raw in data:
+            f.write(raw)
     return dst

@@ -27,7 +27,7 @@ from ..completion import collect_all, json_body, tokenize_prompt
 from ..errors import ApiError, BadRequest
 from .openai import check_known_fields, response_model
 
-__all__ = ["make_blueprint", "normalize", "embedding_inputs"]
+__all__ = ["make_blueprint", "normalize", "embedding_inputs", "evaluate"]
 
 POOLING_NONE = 0      # LLAMA_POOLING_TYPE_NONE
 KNOWN_FIELDS = frozenset({"input", "content", "model", "encoding_format", "dimensions", "user",
@@ -123,29 +123,35 @@ def normalize(vec: np.ndarray, mode: int) -> np.ndarray:
 def _embed(engine, inputs: list, key: str, norm: int) -> list[tuple[list, int]]:
     """(vector or per-token vectors, input tokens) for each input, evaluated together."""
     vocab = engine.vocab
-    limit = min(engine.ctx.n_ubatch, engine.scheduler.n_batch, engine.n_ctx_slot)
     token_lists = []
     for i, value in enumerate(inputs):
         where = key if len(inputs) == 1 else f"{key}[{i}]"
-        tokens = tokenize_prompt(vocab, value, where)
+        token_lists.append((where, tokenize_prompt(vocab, value, where)))
+    pooled = engine.ctx.pooling != POOLING_NONE
+    out = []
+    for vec, (_where, tokens) in zip(evaluate(engine, token_lists), token_lists):
+        if pooled:
+            vec = normalize(np.asarray(vec, dtype=np.float32), norm).tolist()
+        out.append((vec, len(tokens)))
+    return out
+
+
+def evaluate(engine, token_lists: list[tuple[str, list[int]]]) -> list[list]:
+    """The engine's output for each ``(where, tokens)`` input, evaluated together: the pooled
+    vector (with rank pooling, the classifier's scores), or one vector per token with pooling
+    none. An empty input, or one that does not fit one physical batch, is a 400 naming it."""
+    limit = min(engine.ctx.n_ubatch, engine.scheduler.n_batch, engine.n_ctx_slot)
+    for where, tokens in token_lists:
         if not tokens:
             raise BadRequest(f"'{where}' is empty")
         if len(tokens) > limit:
             raise BadRequest(f"'{where}' has {len(tokens)} tokens; an input may have {limit} at most "
                              f"(one physical batch: start the server with a larger -ub)",
                              n_prompt_tokens=len(tokens), n_ubatch=limit)
-        token_lists.append(tokens)
     options = GenerationOptions(n_predict=0, cache_prompt=False, truncate_prompt=False, embedding=True)
-    requests = [Request(prompt_tokens=tokens, options=options) for tokens in token_lists]
+    requests = [Request(prompt_tokens=tokens, options=options) for _where, tokens in token_lists]
     # submitted together, so the scheduler batches them; any failure aborts the rest
     finals = [got.final for got in collect_all(engine, requests)]
-    pooled = engine.ctx.pooling != POOLING_NONE
-    out = []
-    for final, tokens in zip(finals, token_lists):
-        if final.embeddings is None:
-            raise ApiError("the engine returned no embedding", "server_error", 500)
-        vec = final.embeddings
-        if pooled:
-            vec = normalize(np.asarray(vec, dtype=np.float32), norm).tolist()
-        out.append((vec, len(tokens)))
-    return out
+    if any(final.embeddings is None for final in finals):
+        raise ApiError("the engine returned no embedding", "server_error", 500)
+    return [final.embeddings for final in finals]
