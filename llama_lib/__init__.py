@@ -1,5 +1,6 @@
 """Python owner classes over libllama (ctypes). Nothing above this package touches ctypes."""
 from ._loader import cpu_backend_has_amx, find_library_dir, library, load
+from ._raw import malloc_trim
 from .batch import Batch
 from .context import Context, ContextParams
 from .errors import (AdapterError, ContextError, DecodeAborted, DecodeError, GrammarError,
@@ -9,6 +10,7 @@ from .model import LoraAdapter, Model, ModelParams
 from .vocab import Vocab
 
 __all__ = [
+    "malloc_trim",
     "load", "library", "find_library_dir", "cpu_backend_has_amx", "Model", "ModelParams", "LoraAdapter", "Vocab",
     "Context", "ContextParams", "Batch", "LlamaError", "LibraryNotFound", "ModelLoadError",
     "ContextError", "TokenizeError", "DecodeError", "NoKvSlotError", "DecodeAborted",

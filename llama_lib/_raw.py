@@ -298,6 +298,10 @@ FUNCTIONS = [
     ("llama_model_chat_template", [llama_model_p, c_char_p], c_char_p),
     # uint64_t llama_model_n_params(const struct llama_model * model);
     ("llama_model_n_params", [llama_model_p], c_uint64),
+    # uint32_t llama_model_n_cls_out(const struct llama_model * model);
+    ("llama_model_n_cls_out", [llama_model_p], c_uint32),
+    # const char * llama_model_cls_label(const struct llama_model * model, uint32_t i);
+    ("llama_model_cls_label", [llama_model_p, c_uint32], c_char_p),
     # bool llama_model_has_encoder(const struct llama_model * model);
     ("llama_model_has_encoder", [llama_model_p], c_bool),
     # bool llama_model_has_decoder(const struct llama_model * model);
@@ -394,6 +398,8 @@ FUNCTIONS = [
     ("llama_vocab_get_add_bos", [llama_vocab_p], c_bool),
     # bool llama_vocab_get_add_eos(const struct llama_vocab * vocab);
     ("llama_vocab_get_add_eos", [llama_vocab_p], c_bool),
+    # bool llama_vocab_get_add_sep(const struct llama_vocab * vocab);
+    ("llama_vocab_get_add_sep", [llama_vocab_p], c_bool),
     # llama_token llama_vocab_fim_pre(const struct llama_vocab * vocab);
     ("llama_vocab_fim_pre", [llama_vocab_p], llama_token),
     # llama_token llama_vocab_fim_suf(const struct llama_vocab * vocab);
@@ -588,3 +594,16 @@ class Bound:
 
 def bind(cdll: ctypes.CDLL, path: str, table=None) -> Bound:
     return Bound(cdll, FUNCTIONS if table is None else table, path)
+
+
+def malloc_trim() -> bool:
+    """glibc's ``malloc_trim(0)``: hand freed heap memory back to the OS (after a model is
+    unloaded, glibc keeps most of it otherwise). False where the C library has none."""
+    try:
+        libc = ctypes.CDLL(None)
+        fn = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return bool(fn(0))

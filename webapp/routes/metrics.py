@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from ..completion import call_engine
 from ..errors import ApiError
 from ..metrics import HttpCounts, MetricsCollector
 
@@ -26,12 +25,7 @@ def make_blueprint(state) -> Blueprint:
     http = HttpCounts()
     registry = CollectorRegistry(auto_describe=False)
 
-    def snapshot() -> dict:
-        engine = state.ready_engine()
-        observer = state.observer
-        return call_engine(engine, lambda e: observer.snapshot(e))
-
-    registry.register(MetricsCollector(snapshot, http, model_name=state.model_id))
+    registry.register(MetricsCollector(state.metrics_snapshot, http, model_name=state.model_id))
     registry.register(ProcessCollector(registry=None))
 
     @bp.after_app_request
@@ -45,7 +39,7 @@ def make_blueprint(state) -> Blueprint:
         if not state.settings.metrics:
             raise ApiError("This server does not support metrics endpoint. Start it with `--metrics`",
                            "not_supported_error", 501)
-        state.ready_engine()
+        state.check_ready()      # a sleeping model is not woken (llama-server's README)
         body = generate_latest(registry)
         return Response(body, content_type=CONTENT_TYPE)
 
