@@ -92,6 +92,9 @@ class Context(Owner):
         self.n_vocab = model.vocab.n_tokens
         self.n_embd = model.n_embd
         self.pooling = lib.llama_pooling_type(self._handle)
+        # a sequence's pooled output: n_embd floats, or with rank pooling the classifier's
+        # n_cls_out scores (libllama's buffer holds no more)
+        self.n_seq_embd = model.n_cls_out if self.pooling == _raw.LLAMA_POOLING_TYPE_RANK else self.n_embd
         self.can_shift = bool(lib.llama_memory_can_shift(self._mem))
         # One KV buffer shared by every sequence: the slots compete for its n_ctx cells.
         self.kv_unified = bool(params.kv_unified) and self.n_seq_max > 1
@@ -132,7 +135,7 @@ class Context(Owner):
         ptr = self._lib.llama_get_embeddings_seq(self.handle, seq_id)
         if not ptr:
             raise ContextError(f"no pooled embedding for sequence {seq_id}", log_tail=[])
-        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).copy()
+        return np.ctypeslib.as_array(ptr, shape=(self.n_seq_embd,)).copy()
 
     def set_embeddings(self, on: bool) -> None:
         self._lib.llama_set_embeddings(self.handle, on)

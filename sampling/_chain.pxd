@@ -35,6 +35,7 @@ cdef class Chain:
     cdef readonly object seed
     cdef readonly int n_probs
     cdef readonly object last_probs
+    cdef readonly double last_prob
 
     # construction: ValueError, MemoryError
     cdef _set_bias(self, const int32_t[::1] ids, const float[::1] values)
@@ -48,3 +49,4 @@ cdef class Chain:
     cdef int32_t run(self, const float* logits) noexcept nogil
     # n_probs: builds a Python list (MemoryError)
     cdef list _top_probs(self, Py_ssize_t n)
+    cdef double _prob_of(self, int32_t token) noexcept

@@ -15,6 +15,8 @@ class Chain:
     n_probs: int
     last_probs: list[tuple[int, float]] | None
     """The top ``n_probs`` (token, probability) of the set the last draw saw, or None."""
+    last_prob: float
+    """With ``n_probs``: the drawn token's probability in that set."""
 
     def __init__(self, plan: Any) -> None: ...
     def sample(self, logits: npt.NDArray[np.float32]) -> int:

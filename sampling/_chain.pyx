@@ -68,6 +68,7 @@ cdef class Chain:
         self.seed = plan.seed
         self.n_probs = plan.n_probs
         self.last_probs = None
+        self.last_prob = 0.0
         self.c.n_vocab = n
         self.c.work = <float*> PyMem_Malloc(n * sizeof(float))
         self.c.edit_ids = <int32_t*> PyMem_Malloc(n * sizeof(int32_t))
@@ -293,6 +294,7 @@ cdef class Chain:
             token = self.run(&logits[0])
         if self.n_probs > 0:
             self.last_probs = self._top_probs(self.n_probs)
+            self.last_prob = self._prob_of(token)
         return token
 
     def accept(self, int token) -> None:
@@ -330,6 +332,31 @@ cdef class Chain:
             return [(self.c.data[i].id, self.c.data[i].p) for i in range(min(n, self.c.size))]
         m = select_top_cands(self.c.data, self.c.size, n, self.c.scratch)
         return [(self.c.scratch[i].id, self.c.scratch[i].p) for i in range(m)]
+
+    cdef double _prob_of(self, int32_t token) noexcept:
+        """The probability of ``token`` in the set the last draw saw (0 if it was cut)."""
+        cdef Py_ssize_t i
+        cdef float mx = -INFINITY
+        cdef double total = 0.0
+        cdef const float* L
+        if self.c.full:
+            flush_edits(&self.c)
+            L = self.c.full_logits
+            with nogil:
+                for i in range(self.n_vocab):
+                    if L[i] > mx:
+                        mx = L[i]
+                if mx > -INFINITY:
+                    for i in range(self.n_vocab):
+                        if L[i] > -INFINITY:
+                            total += expf(L[i] - mx)
+            if total <= 0.0 or not L[token] > -INFINITY:
+                return 0.0
+            return expf(L[token] - mx) / total
+        for i in range(self.c.size):
+            if self.c.data[i].id == token:
+                return self.c.data[i].p
+        return 0.0
 
     # --- inspection (tests, the twin comparison) ---------------------------------------
     @property

@@ -398,6 +398,7 @@ class ReferenceChain:
             s.kind in ("penalties", "dry") for s in plan.stages) else []
         self.mirostat_mu = 2.0 * plan.final.tau if plan.final.kind.startswith("mirostat") else 0.0
         self.last_probs = None
+        self.last_prob = 0.0
         self._last: tuple[Cands, np.ndarray] | None = None
 
     def _run_stages(self, logits) -> Cands:
@@ -450,7 +451,9 @@ class ReferenceChain:
             token = int(c.ids[np.argmax(c.logits)])
             if self.n_probs:
                 c = materialize(c)
-                self.last_probs = self._top(c, softmax_final(c), self.n_probs)
+                probs = softmax_final(c)
+                self.last_probs = self._top(c, probs, self.n_probs)
+                self.last_prob = self._prob_of(c, probs, token)
             return token
         if final == "mirostat":
             c = mirostat(c, self.mirostat_mu, self.n_vocab, self.plan.final.m)
@@ -460,7 +463,13 @@ class ReferenceChain:
         self._last = (c, probs)
         if self.n_probs:
             self.last_probs = self._top(c, probs, self.n_probs)
+            self.last_prob = self._prob_of(c, probs, int(c.ids[i]))
         return int(c.ids[i])
+
+    @staticmethod
+    def _prob_of(c: Cands, probs: np.ndarray, token: int) -> float:
+        hit = np.flatnonzero(c.ids == token)
+        return float(probs[hit[0]]) if hit.size else 0.0
 
     @staticmethod
     def _top(c: Cands, probs: np.ndarray, n: int) -> list[tuple[int, float]]:

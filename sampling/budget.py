@@ -42,6 +42,10 @@ class ReasoningBudget:
         return self.inner.last_probs
 
     @property
+    def last_prob(self):
+        return self.inner.last_prob
+
+    @property
     def grammar(self):
         return getattr(self.inner, "grammar", None)
 
@@ -55,6 +59,7 @@ class ReasoningBudget:
             grammar = self.grammar
             if grammar is None or grammar.allows(token):
                 self.inner.last_probs = None
+                self.inner.last_prob = 1.0      # forced: certain
                 return token
             self.forced = []          # the grammar says otherwise: let it decide
         return self.inner.sample(logits)

@@ -2,7 +2,8 @@
 
 ``make_sampler(params, n_vocab, prompt_tokens, vocab, n_ctx)`` returns a ``Sampler`` with
 ``sample(logits) -> int``, ``accept(token)``, ``last_probs`` (the top ``n_probs``
-(token, probability) pairs of the candidates the last draw saw, or None) and ``seed``. The
+(token, probability) pairs of the candidates the last draw saw, or None), ``last_prob`` (the
+drawn token's probability among them) and ``seed``. The
 engine calls ``sample`` with the raw logits of one sequence (a float32 view valid until the
 next decode) and ``accept`` with every token it keeps.
 
@@ -382,6 +383,7 @@ class Sampler:
         self.grammar = grammar
         self.seed = chain.seed
         self.last_probs: list[tuple[int, float]] | None = None
+        self.last_prob = 0.0        # with n_probs: the drawn token's probability in that set
 
     def sample(self, logits: np.ndarray) -> int:
         token = self.chain.sample(logits)
@@ -396,6 +398,7 @@ class Sampler:
                 from .grammar import GrammarExhausted
                 raise GrammarExhausted("the grammar admits no token the sampler may choose")
         self.last_probs = self.chain.last_probs
+        self.last_prob = self.chain.last_prob
         return token
 
     def accept(self, token: int) -> None:

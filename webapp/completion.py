@@ -20,8 +20,11 @@ from .errors import ApiError, BadRequest, error_for
 from .group import RequestGroup
 
 __all__ = ["json_body", "tokenize_prompt", "parse_options", "sampling_for", "new_request",
-           "submit", "collect_all", "Collected", "probs_seed_format", "call_engine",
-           "raise_for_failure"]
+           "submit", "collect_all", "Collected", "probs_entry", "call_engine",
+           "raise_for_failure", "lora_scales", "choice_params", "INT32_MAX"]
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 def json_body() -> dict:
@@ -86,13 +89,15 @@ def tokenize_prompt(vocab, prompt, where: str = "prompt", add_special: bool = Tr
     raise BadRequest(f"'{where}' must be a string or a list of strings and token ids")
 
 
-def _int(body, key, default, lo=None):
+def _int(body, key, default, lo=None, hi=None):
     v = body.get(key, default)
     if v is None:
         return default
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
         raise BadRequest(f"'{key}' must be an integer")
     v = int(v)
+    if hi is not None and (v > hi or (lo is not None and v < lo)):
+        raise BadRequest(f"'{key}' must be between {lo} and {hi}, but got {v}")
     if lo is not None and v < lo:
         raise BadRequest(f"'{key}' must be >= {lo}")
     return v
@@ -118,21 +123,71 @@ def parse_stop(value, key: str = "stop") -> list[str]:
 
 
 def parse_options(body: dict, settings, n_predict_key: str = "n_predict") -> GenerationOptions:
-    n_predict = _int(body, n_predict_key, -1, lo=-1)
+    """llama-server's request fields beyond sampling, with its defaults and ranges (a value
+    out of range is a 400 naming the field, as its hard limits are)."""
+    n_predict = _int(body, n_predict_key, -1, lo=-1, hi=INT32_MAX)
     t_max = body.get("t_max_predict_ms", 0) or 0
     if isinstance(t_max, bool) or not isinstance(t_max, (int, float)) or not math.isfinite(t_max):
         raise BadRequest("'t_max_predict_ms' must be a number")
+    if not -1 <= t_max <= INT64_MAX:
+        raise BadRequest(f"'t_max_predict_ms' must be between -1 and {INT64_MAX}, but got {t_max}")
     return GenerationOptions(
         n_predict=n_predict,
-        n_keep=_int(body, "n_keep", settings.keep, lo=-1),
+        n_keep=_int(body, "n_keep", settings.keep, lo=-1, hi=INT32_MAX),
+        n_discard=_int(body, "n_discard", 0, lo=0, hi=INT32_MAX),
         stop=parse_stop(body.get("stop")),
         ignore_eos=_bool(body, "ignore_eos", settings.ignore_eos),
         cache_prompt=_bool(body, "cache_prompt", True),
         id_slot=_int(body, "id_slot", -1, lo=-1),
         n_probs=_int(body, "n_probs", 0, lo=0),
+        post_sampling_probs=_bool(body, "post_sampling_probs", False),
         stream=_bool(body, "stream", False),
+        timings_per_token=_bool(body, "timings_per_token", False),
+        return_progress=_bool(body, "return_progress", False),
         t_max_predict_ms=float(t_max),
+        lora=_request_lora(body.get("lora")),
     )
+
+
+def _request_lora(value) -> tuple[float, ...] | None:
+    """A request's ``lora`` (``[{"id", "scale"}]``): the scales of every loaded adapter for
+    this request (one left out gets 0), or None for the server's (no field, null, or [] as in
+    llama-server). An unknown id is a 400 (llama-server ignores it silently)."""
+    if value is None or value == []:
+        return None
+    state = current_app.extensions.get("llama")
+    engine = state.engine if state is not None else None
+    return tuple(lora_scales(value, len(engine.lora_adapters) if engine is not None else 0, "'lora'"))
+
+
+def lora_scales(items, n_adapters: int, where: str) -> list[float]:
+    """``[{"id": int, "scale": number}, ...]`` -> one scale per adapter (0 for those left
+    out); ``where`` names the JSON value in errors (a field, or "the request body")."""
+    shape = f"{where} must be an array of {{\"id\": int, \"scale\": number}}"
+    if not isinstance(items, list):
+        raise BadRequest(shape)
+    scales = [0.0] * n_adapters
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequest(shape)
+        adapter_id, scale = item.get("id"), item.get("scale")
+        if isinstance(adapter_id, bool) or not isinstance(adapter_id, int) \
+                or not 0 <= adapter_id < n_adapters:
+            raise BadRequest(f"{where}: invalid adapter id {adapter_id!r}: this server has "
+                             f"{n_adapters} adapter(s)")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise BadRequest(f"{where}: the scale of adapter {adapter_id} must be a finite number")
+        scales[adapter_id] = float(scale)
+    return scales
+
+
+def choice_params(params, j: int):
+    """Sampling settings of choice ``j`` of n (n_cmpl / n): its own seed, the request's plus
+    j, when a seed was given (as llama-server's child tasks)."""
+    if params is None or params.seed < 0 or params.seed == 0xFFFFFFFF:    # random: each its own
+        return params
+    seed = (params.seed & 0xFFFFFFFF) if j == 0 else (params.seed + j) & 0xFFFFFFFF
+    return params.with_(seed=seed)
 
 
 def sampling_for(body: dict, state, vocab):
@@ -233,7 +288,6 @@ def call_engine(engine, fn, timeout: float = 30.0):
 class Collected:
     text: str = ""
     tokens: list[int] = field(default_factory=list)
-    probs: list = field(default_factory=list)
     token_events: list = field(default_factory=list)
     final: FinalEvent | None = None
 
@@ -247,13 +301,12 @@ def collect_all(engine, requests: list[Request]) -> list[Collected]:
         for i, events in group:
             got = out[i]
             for ev in events:
-                parts[i].append(ev.text)
                 if isinstance(ev, TokenEvent):
+                    parts[i].append(ev.text)
                     got.tokens.append(ev.token)
                     got.token_events.append(ev)
-                    if ev.probs is not None:
-                        got.probs.append((ev.token, ev.probs))
-                else:
+                elif isinstance(ev, FinalEvent):
+                    parts[i].append(ev.text)
                     got.final = ev
                     raise_for_failure(ev)
     for got, text in zip(out, parts):
@@ -271,9 +324,41 @@ def raise_for_failure(final: FinalEvent | None) -> None:
         raise error_for(final.error_type or "unavailable_error", final.error)
 
 
-def probs_seed_format(vocab, token: int, probs) -> dict:
-    """The seed's completion_probabilities entry for one generated token."""
+def _valid_text(raw: bytes) -> str:
+    """The piece as text, cut before its first byte that is not valid UTF-8 (a token may
+    hold part of a character), as llama-server reports a token's text."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return raw[:exc.start].decode("utf-8")
+
+
+def _log(p: float) -> float:
+    return math.log(p) if p > 0.0 else LOWEST_LOGPROB
+
+
+LOWEST_LOGPROB = -3.4028234663852886e38   # llama-server's log(0): the lowest float, not -inf
+
+
+def probs_entry(vocab, ev: TokenEvent, post_sampling: bool) -> dict:
+    """One generated token's ``completion_probabilities`` entry, in llama-server's shape:
+    ``id``, ``token``, ``bytes``, then ``logprob`` and ``top_logprobs`` (the model's top
+    n_probs before sampling), or with ``post_sampling_probs`` ``prob`` and ``top_probs``
+    (the candidates the sampler chain kept, possibly fewer). The seed's keys come along:
+    ``content`` and ``probs`` (``[{"tok_str", "prob"}]``, the chain's candidates)."""
+    if post_sampling:
+        kind, top_kind, value = "prob", "top_probs", float
+    else:
+        kind, top_kind, value = "logprob", "top_logprobs", _log
+    raw = vocab.piece(ev.token)
+    top = []
+    for t, p in ev.probs or ():
+        piece = vocab.piece(t)
+        top.append({"id": t, "token": _valid_text(piece), "bytes": list(piece), kind: value(p)})
     return {
-        "content": vocab.piece(token).decode("utf-8", "replace"),
-        "probs": [{"tok_str": vocab.piece(t).decode("utf-8", "replace"), "prob": p} for t, p in probs],
+        "id": ev.token, "token": _valid_text(raw), "bytes": list(raw),
+        kind: value(ev.prob or 0.0), top_kind: top,
+        "content": raw.decode("utf-8", "replace"),
+        "probs": [{"tok_str": vocab.piece(t).decode("utf-8", "replace"), "prob": p}
+                  for t, p in ev.chain_probs or ()],
     }

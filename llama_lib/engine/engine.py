@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _raw
 from ..batch import Batch
 from ..errors import DecodeError, LlamaError, NoKvSlotError
 from .bridge import Mailbox, RealSignal, make_bridge, real_lock, start_real_thread
-from .events import FinalEvent
+from .events import FinalEvent, ProgressEvent
 from .request import Request, Status
 from .scheduler import Plan, QueueFull, Scheduler
 from .generation import Generation
@@ -79,9 +80,11 @@ class Engine:
                                    similarity=config.slot_prompt_similarity,
                                    kv_cells=context.n_ctx if unified else 0,
                                    keep_bos=bool(getattr(model.vocab, "add_bos", False)),
-                                   partial_rm=context.can_shift)
+                                   partial_rm=context.can_shift,
+                                   pooled_inputs_per_batch=_pooled_inputs_per_batch(context))
         self.lora_adapters: list = []     # LoraAdapter objects loaded with the model (--lora)
         self.lora_scales: list[float] = []
+        self._lora_applied: tuple[float, ...] = ()   # the scales the context holds now
         self.sampler_factory = sampler_factory
         self.bridge = bridge or make_bridge()
         self.observer = observer          # metrics hooks: on_admit/on_token/on_finish
@@ -241,9 +244,10 @@ class Engine:
                 sampler = req.sampler
                 if sampler is None and not req.options.embedding:
                     sampler = self.make_sampler(req.sampling, req.prompt_tokens)
+                self._report_progress(slot)
                 self._gens[slot.id] = Generation(req, sampler, self.vocab,
                                                  n_predict_cap=self.config.n_predict,
-                                                 special=self.config.special)
+                                                 special=self.config.special or req.options.special)
             except Exception as exc:
                 self._fail_slot(slot, exc)
         for req in plan.finished:
@@ -346,6 +350,7 @@ class Engine:
         if plan.embedding != self._embedding_mode:
             self.ctx.set_embeddings(plan.embedding)
             self._embedding_mode = plan.embedding
+        self._use_lora(plan.lora)
         try:
             index = self._decode(plan)
         except DecodeError as exc:
@@ -369,7 +374,21 @@ class Engine:
                     sampled[slot.id] = self._sample(slot, index[slot.id])
             except Exception as exc:     # this request's failure, not the batch's
                 ended[slot.id] = exc
-        for slot, token in self.scheduler.update(plan, sampled):
+            for child in entry.followers:   # n_cmpl: the same logits, each its own sampler
+                try:
+                    if child.request is not None and child.request.options.n_predict != 0:
+                        sampled[child.id] = self._sample(child, index[slot.id])
+                except Exception as exc:
+                    ended[child.id] = exc
+        results = self.scheduler.update(plan, sampled)
+        for src, dst in plan.shares:
+            self.ctx.seq_rm(dst, -1, -1)
+            self.ctx.seq_cp(src, dst, -1, -1)
+        for entry in plan.entries:
+            self._report_progress(entry.slot)
+        for child in (c for e in plan.entries for c in e.followers):
+            self._report_progress(child)
+        for slot, token in results:
             try:
                 if slot.id in ended:
                     exc = ended[slot.id]
@@ -390,11 +409,23 @@ class Engine:
                     raise
 
     def _sample(self, slot, i: int) -> int:
-        logits = self.ctx.logits(i)
+        raw = logits = self.ctx.logits(i)
         if slot.request.options.ignore_eos and len(self._eog):
             logits = logits.copy()
             logits[self._eog] = -np.inf
-        return self._gens[slot.id].sample(logits)
+        return self._gens[slot.id].sample(logits, raw)
+
+    def _report_progress(self, slot) -> None:
+        """return_progress (streams): where the slot's prompt evaluation stands, at admission
+        and after each decode of one of its chunks (the last one has processed == total).
+        An n_cmpl child reports once, when the shared evaluation is copied to it."""
+        req = slot.request
+        if req is None or req.status is not Status.PROMPT or slot.leader >= 0 \
+                or not (req.options.return_progress and req.options.stream):
+            return
+        timings = self._timings(slot) if req.options.timings_per_token else None
+        req.mailbox.put(ProgressEvent(slot.n_prompt, req.n_cached, slot.n_past,
+                                      int((time.perf_counter() - slot.t_start) * 1000), timings))
 
     def _collect_embedding(self, entry, last: int) -> list:
         if self.ctx.pooling == 0:   # LLAMA_POOLING_TYPE_NONE: one vector per token
@@ -411,6 +442,8 @@ class Engine:
         if not gen.t_started:
             gen.t_started = slot.t_prompt_done or time.perf_counter()
         event, status = gen.take(token)
+        if slot.request.options.timings_per_token:
+            event.timings = self._timings(slot)
         slot.request.mailbox.put(event)
         if self.observer:
             self.observer.on_token(slot.request)
@@ -454,10 +487,11 @@ class Engine:
     def _timings(self, slot) -> dict:
         now = time.perf_counter()
         t_prompt_done = slot.t_prompt_done or now
-        prompt_ms = (t_prompt_done - slot.t_start) * 1000
+        prompt_n = slot.n_prompt_evaluated
+        # nothing evaluated (yet, or an n_cmpl child that was given its prompt): no prompt time
+        prompt_ms = (t_prompt_done - slot.t_start) * 1000 if prompt_n else 0.0
         predicted_n = slot.request.n_generated if slot.request else 0
         predicted_ms = max(0.0, ((slot.t_last or t_prompt_done) - t_prompt_done) * 1000) if predicted_n else 0.0
-        prompt_n = slot.n_prompt_evaluated
         return {
             "prompt_n": prompt_n,
             "prompt_ms": prompt_ms,
@@ -522,6 +556,7 @@ class Engine:
         if self._embedding_mode:
             self.ctx.set_embeddings(False)
             self._embedding_mode = False
+        self._use_lora(None)
         for slot in idle:
             self.ctx.seq_rm(slot.id, -1, -1)
             slot.cache_tokens = []
@@ -545,15 +580,40 @@ class Engine:
             raise
         for slot in idle:
             slot.cache_tokens = list(tokens)
+            slot.lora = None
+            slot.shared = False
         return len(idle)
 
     def set_lora(self, scales: list[float]) -> None:
-        """Apply ``self.lora_adapters`` with these scales (one per adapter; 0 leaves it out of
-        the graph). Cached prompts were computed with the old weights, so no slot reuses its
-        cache afterwards; requests already running go on with the new scales."""
+        """Make these the server's scales for ``self.lora_adapters`` (one per adapter; 0 leaves
+        it out of the graph). Cached prompts were computed with the old weights, so no slot
+        reuses its cache afterwards; requests already running without a ``lora`` of their
+        own go on with the new scales."""
         if len(scales) != len(self.lora_adapters):
             raise ValueError(f"{len(scales)} scales for {len(self.lora_adapters)} adapters")
-        active = [(a, s) for a, s in zip(self.lora_adapters, scales) if s != 0.0]
-        self.ctx.set_lora([a for a, _ in active], [s for _, s in active])
+        self._apply_lora(tuple(float(s) for s in scales))
         self.lora_scales = [float(s) for s in scales]
         self.scheduler.forget_caches()
+
+    def _use_lora(self, request_scales) -> None:
+        """Give the context the adapter scales of the batch about to be decoded: a request's
+        own (``options.lora``), or the server's (None)."""
+        if not self.lora_adapters:
+            return
+        scales = tuple(self.lora_scales) if request_scales is None else tuple(request_scales)
+        if scales != self._lora_applied:
+            self._apply_lora(scales)
+
+    def _apply_lora(self, scales: tuple[float, ...]) -> None:
+        active = [(a, s) for a, s in zip(self.lora_adapters, scales) if s != 0.0]
+        self.ctx.set_lora([a for a, _ in active], [s for _, s in active])
+        self._lora_applied = scales
+
+
+def _pooled_inputs_per_batch(context) -> int:
+    """Rank pooling (reranking): one input per batch. libllama (0c1e570) copies sequence i's
+    scores from offset ``n_cls_out * i`` of the pooled output, which is right only when a
+    classifier head (``cls.output``) narrowed each row to n_cls_out values; for a model
+    without one (a plain causal LM used as a reranker) every sequence after the first would
+    get another value of the first one's vector. Other poolings: as many as fit."""
+    return 1 if getattr(context, "pooling", None) == _raw.LLAMA_POOLING_TYPE_RANK else 0

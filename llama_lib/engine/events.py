@@ -5,14 +5,31 @@ from dataclasses import dataclass, field
 
 from .request import Status
 
-__all__ = ["TokenEvent", "FinalEvent"]
+__all__ = ["TokenEvent", "FinalEvent", "ProgressEvent"]
 
 
 @dataclass
 class TokenEvent:
     text: str                         # text safe to publish (may be "" while a stop is pending)
     token: int
+    # With n_probs: the top n (token, probability) pairs, most likely first, of the model's
+    # distribution before sampling (softmax of the raw logits), or with post_sampling_probs
+    # of the candidates the sampler chain kept; ``prob``: the chosen token's probability in
+    # that same distribution.
     probs: list[tuple[int, float]] | None = None
+    prob: float | None = None
+    chain_probs: list[tuple[int, float]] | None = None   # the chain's top n (the seed's format)
+    timings: dict | None = None       # with timings_per_token: the request's timings so far
+
+
+@dataclass
+class ProgressEvent:
+    """return_progress: how far the prompt's evaluation is (streams only)."""
+    total: int                        # prompt tokens
+    cache: int                        # reused from the slot's cache (or a shared evaluation)
+    processed: int                    # in the cache now: cache + evaluated so far
+    time_ms: int
+    timings: dict | None = None       # with timings_per_token
 
 
 @dataclass

@@ -54,6 +54,14 @@ class GenerationOptions:
     truncate_prompt: bool = True     # seed behaviour; the OpenAI routes reject instead
     t_max_predict_ms: float = 0.0
     embedding: bool = False          # evaluate the prompt for embeddings, generate nothing
+    n_discard: int = 0               # context shift drops this many tokens after n_keep (0: half)
+    post_sampling_probs: bool = False  # n_probs reports the sampler chain's survivors, not the model's top
+    timings_per_token: bool = False  # every token event carries the timings so far
+    return_progress: bool = False    # progress events while the prompt is evaluated (streams)
+    # LoRA scales for this request, one per loaded adapter; None: the server's current scales.
+    # Requests with different adapter sets never share a batch.
+    lora: tuple[float, ...] | None = None
+    special: bool = False            # render special tokens as text (chat formats that parse them)
 
 
 @dataclass
@@ -72,6 +80,9 @@ class Request:
     # Built by the web layer before submission (DRY tables and grammar parsing stay off the
     # engine thread); None: the engine builds one at admission.
     sampler: Any = None
+    # n_cmpl / n choices: the request whose evaluated prompt this one shares (same prompt,
+    # submitted together, admitted with it into another slot); None: evaluates its own.
+    parent: "Request | None" = None
     # Filled by the engine as it works:
     slot_id: int = -1
     n_cached: int = 0                # prompt tokens reused from the slot's cache

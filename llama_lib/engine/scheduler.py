@@ -9,12 +9,21 @@ apply the engine's verdict. Nothing here knows about ctypes, HTTP or text.
 A batch holds, in this order: one token for every generating slot (so streams never stall
 behind a long prompt), then prompt chunks while the ``n_batch`` budget lasts (continuous
 batching). With continuous batching off, prompts are only scheduled when no slot generates.
+
+Requests with different LoRA adapter sets (``options.lora``) never share a batch: each batch
+serves one set, and the sets take turns batch by batch, so all of them keep running.
+
+n_cmpl: a request's children (``Request.parent``, same prompt, submitted with it) are admitted
+with it into idle slots of their own. Only the parent's slot evaluates the prompt; when its
+last chunk is decoded the children's sequences get a copy of it (``plan.shares``) and every
+one of them samples its first token from the parent's logits.
 """
 from __future__ import annotations
 
 import collections
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .request import Request, Status
 from .self_extend import GroupAttention
@@ -34,6 +43,8 @@ class PlanEntry:
     first_pos: int
     wants_logits: bool
     all_outputs: bool = False   # embeddings: every position is an output
+    # n_cmpl children whose prompt this entry completes: they sample from its logits too
+    followers: list[Slot] = field(default_factory=list)
 
 
 @dataclass
@@ -46,6 +57,10 @@ class Plan:
     finished: list[Request] = field(default_factory=list)    # failed at admission
     context_full: list[Slot] = field(default_factory=list)   # out of room, no shift: the engine ends them
     embedding: bool = False
+    lora: Any = None            # the adapter set of this batch's requests (None: the server's)
+    # (src, dst): copy sequence src over dst right after this batch's decode (n_cmpl: a
+    # finished prompt evaluation given to the children); filled by update()
+    shares: list[tuple[int, int]] = field(default_factory=list)
 
 
 def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
@@ -61,17 +76,21 @@ class Scheduler:
     def __init__(self, n_slots: int, n_ctx_slot: int, n_batch: int, *, cont_batching: bool = True,
                  context_shift: bool = True, max_queue: int = 0,
                  group_attn: tuple[int, int] | None = None, similarity: float = 0.1,
-                 kv_cells: int = 0, keep_bos: bool = False, partial_rm: bool = True):
+                 kv_cells: int = 0, keep_bos: bool = False, partial_rm: bool = True,
+                 pooled_inputs_per_batch: int = 0):
         """``similarity``: -sps, the fraction of a prompt a slot's cache must share to be
         chosen for it (0: always the least recently used slot). ``kv_cells``: with a unified
         KV cache, the cells every slot draws from (0: each slot owns ``n_ctx_slot``).
         ``keep_bos``: context shift keeps one more token (BOS). ``partial_rm``: the memory
-        can drop a range of a sequence (else a cached prefix is reused only whole)."""
+        can drop a range of a sequence (else a cached prefix is reused only whole).
+        ``pooled_inputs_per_batch``: at most this many embedding inputs share a batch (0: as
+        many as fit)."""
         self.slots = [Slot(i, n_ctx_slot) for i in range(n_slots)]
         self.similarity = similarity
         self.kv_cells = kv_cells
         self.keep_bos = keep_bos
         self.partial_rm = partial_rm
+        self.pooled_inputs_per_batch = pooled_inputs_per_batch
         self._last_batch_embedding = False   # embeddings and generation take turns
         self.n_ctx_slot = n_ctx_slot
         self.n_batch = n_batch
@@ -83,6 +102,7 @@ class Scheduler:
         self.shared_prefix: list[int] = []   # the system prompt: kept even without cache_prompt
         self.group_attn = GroupAttention(*group_attn) if group_attn else None   # self-extend
         self._no_reuse: set[int] = set()     # slots whose cache must not serve as a prefix
+        self._last_lora: Any = None          # the adapter set of the last batch (sets take turns)
 
     # --- queue ------------------------------------------------------------------------
     def add(self, req: Request) -> None:
@@ -169,8 +189,14 @@ class Scheduler:
         kept: collections.deque[Request] = collections.deque()
         while self.waiting:
             req = self.waiting.popleft()
+            if req.parent is not None and req.parent.status is Status.WAITING:
+                kept.append(req)   # admitted together with its parent
+                continue
             slot = self._pick_slot(req)
-            if slot is not None and not self._fits_unified(slot, req, plan):
+            children = self._children(req)
+            others = [s for s in self.slots if s.idle and s is not slot][:len(children)]
+            if slot is not None and (len(others) < len(children)
+                                     or not self._fits_unified(slot, req, plan)):
                 slot = None
             if slot is None:
                 kept.append(req)
@@ -178,8 +204,19 @@ class Scheduler:
                     break          # FIFO: nobody overtakes the head for a free slot
                 continue
             self._start(slot, req, plan)
+            if req.status is Status.PROMPT:
+                for child, other in zip(children, others):
+                    self.waiting.remove(child)
+                    self._follow(other, child, slot, plan)
         kept.extend(self.waiting)
         self.waiting = kept
+
+    def _children(self, req: Request) -> list[Request]:
+        """The waiting requests that share ``req``'s prompt evaluation (n_cmpl). With
+        self-extend they evaluate their own (a grouped cache is not shared)."""
+        if self.group_attn is not None or req.options.embedding:
+            return []
+        return [r for r in self.waiting if r.parent is req]
 
     def _start(self, slot: Slot, req: Request, plan: Plan) -> None:
         prompt = req.prompt_tokens
@@ -197,8 +234,11 @@ class Scheduler:
             keep = min(common_prefix(slot.cache_tokens, prompt), len(prompt) - 1)
         elif self.shared_prefix and not req.options.embedding:
             keep = min(common_prefix(slot.cache_tokens, prompt), len(self.shared_prefix), len(prompt) - 1)
-        if slot.id in self._no_reuse or (self.group_attn and self.group_attn.grouped(slot.id)):
-            keep = 0     # stale (see forget_caches), or grouped: N tokens share a position
+        # not reused: stale (see forget_caches), grouped (N tokens share a position), or
+        # computed with other LoRA adapters
+        if slot.id in self._no_reuse or (self.group_attn and self.group_attn.grouped(slot.id)) \
+                or slot.lora != req.options.lora:
+            keep = 0
         if not self.partial_rm and keep < slot.n_past:
             keep = 0     # the memory cannot drop a tail: start the sequence over
         self._no_reuse.discard(slot.id)
@@ -207,14 +247,33 @@ class Scheduler:
         plan.kv_ops.append(("rm", slot.id, keep, -1))
         slot.cache_tokens = slot.cache_tokens[:keep]
         slot.pending = list(prompt[keep:])
+        if keep == 0:
+            slot.shared = False
+        self._occupy(slot, req, prompt, plan)
+        req.n_cached = keep
+
+    def _follow(self, slot: Slot, req: Request, leader: Slot, plan: Plan) -> None:
+        """Admit an n_cmpl child into ``slot``: it waits for ``leader``'s prompt evaluation
+        and then gets a copy of it (see update()), so the whole prompt counts as cached."""
+        plan.kv_ops.append(("rm", slot.id, 0, -1))
+        self._no_reuse.discard(slot.id)
+        slot.cache_tokens = []
+        slot.pending = []
+        slot.shared = False
+        slot.leader = leader.id
+        self._occupy(slot, req, leader.last_prompt, plan)
+        req.n_cached = len(leader.last_prompt)
+        req.truncated = leader.request.truncated
+
+    def _occupy(self, slot: Slot, req: Request, prompt: list[int], plan: Plan) -> None:
         slot.n_prompt = len(prompt)
         slot.last_prompt = list(prompt)
         slot.request = req
+        slot.lora = req.options.lora
         slot.t_start = time.perf_counter()
         slot.t_prompt_done = 0.0
         slot.n_prompt_evaluated = 0
         req.slot_id = slot.id
-        req.n_cached = keep
         req.status = Status.PROMPT
         plan.admitted.append(req)
 
@@ -226,10 +285,24 @@ class Scheduler:
             self._last_batch_embedding = True
             return plan
         self._last_batch_embedding = False
+        for lora in self._lora_turns():
+            plan.lora = lora
+            self._fill(plan)
+            if plan.entries:
+                self._last_lora = lora
+                break
+        if not plan.entries and self._embedding_batch(plan):
+            self._last_batch_embedding = True
+        return plan
+
+    def _fill(self, plan: Plan) -> None:
+        """The batch of the slots under ``plan.lora``: one token per generating slot, then
+        prompt chunks while the budget lasts."""
         budget = self.n_batch
         for slot in self.slots:
             req = slot.request
-            if req is None or req.status is not Status.GENERATING or not slot.pending:
+            if req is None or req.status is not Status.GENERATING or not slot.pending \
+                    or req.options.lora != plan.lora:
                 continue
             if slot.n_past + 1 > self.n_ctx_slot and not self._shift(slot, plan):
                 plan.context_full.append(slot)
@@ -237,20 +310,35 @@ class Scheduler:
             plan.entries.append(PlanEntry(slot, slot.pending[:1], self._position(slot, plan), True))
             budget -= 1
         if plan.entries and not self.cont_batching:
-            return plan
+            return
         for slot in self.slots:
             req = slot.request
-            if req is None or req.status is not Status.PROMPT or budget <= 0 or req.options.embedding:
+            if req is None or req.status is not Status.PROMPT or budget <= 0 or req.options.embedding \
+                    or slot.leader >= 0 or req.options.lora != plan.lora:
                 continue
             n = min(len(slot.pending), budget)
             first_pos = self._position(slot, plan)
             if self.group_attn:
                 n = min(n, self.group_attn.room(slot.id, slot.n_past))
-            plan.entries.append(PlanEntry(slot, slot.pending[:n], first_pos, n == len(slot.pending)))
+            last = n == len(slot.pending)
+            followers = [s for s in self.slots if s.leader == slot.id] if last else []
+            plan.entries.append(PlanEntry(slot, slot.pending[:n], first_pos, last, followers=followers))
             budget -= n
-        if not plan.entries and self._embedding_batch(plan):
-            self._last_batch_embedding = True
-        return plan
+
+    def _lora_turns(self) -> list:
+        """The adapter sets of the requests waiting for a decode (in slot order), starting
+        after the last batch's, so the sets take turns; the first one with work makes the
+        batch. [None] (the server's) when there is nothing to decode."""
+        sets: list = []
+        for slot in self.slots:
+            req = slot.request
+            if req is not None and slot.pending and not req.options.embedding \
+                    and req.options.lora not in sets:
+                sets.append(req.options.lora)
+        if not sets:
+            return [None]
+        turn = sets.index(self._last_lora) + 1 if self._last_lora in sets else 0
+        return sets[turn:] + sets[:turn]
 
     def _embedding_batch(self, plan: Plan) -> bool:
         """Pooled embeddings need each input whole in one batch, and a batch of their own:
@@ -262,6 +350,8 @@ class Scheduler:
             req = slot.request
             if req is None or req.status is not Status.PROMPT or not req.options.embedding:
                 continue
+            if self.pooled_inputs_per_batch and len(entries) == self.pooled_inputs_per_batch:
+                break
             if total + len(slot.pending) <= self.n_batch:
                 entries.append(PlanEntry(slot, list(slot.pending), slot.n_past, True, all_outputs=True))
                 total += len(slot.pending)
@@ -296,13 +386,14 @@ class Scheduler:
     def _shift(self, slot: Slot, plan: Plan) -> bool:
         """Context shift: drop half of the tokens after n_keep, as the seed's server did."""
         req = slot.request
-        if not self.context_shift:
-            return False
+        if not self.context_shift or (slot.shared and self.kv_cells):
+            return False     # cells shared with another sequence (n_cmpl) keep their positions
         n_keep = slot.n_prompt if req.options.n_keep < 0 else req.options.n_keep
         if self.keep_bos:
             n_keep += 1      # as llama-server: BOS stays in front of what is kept
         n_keep = min(n_keep, self.n_ctx_slot - 4)
-        n_discard = (slot.n_past - n_keep) // 2
+        n_left = slot.n_past - n_keep
+        n_discard = min(req.options.n_discard or n_left // 2, n_left - 1)
         if n_discard <= 0:
             return False
         plan.kv_ops.append(("shift", slot.id, n_keep, n_discard, slot.n_past))
@@ -328,6 +419,15 @@ class Scheduler:
                 if slot.request.status is Status.PROMPT:
                     slot.t_prompt_done = now
                 out.append((slot, sampled.get(slot.id)))
+                for child in entry.followers:
+                    if child.request is None or child.leader != slot.id:
+                        continue       # ended meanwhile, or no longer waiting for this prompt
+                    child.cache_tokens = list(slot.cache_tokens)
+                    child.leader = -1
+                    child.t_start = child.t_prompt_done = now     # its prompt took it no time
+                    child.shared = slot.shared = True
+                    plan.shares.append((slot.id, child.id))
+                    out.append((child, sampled.get(child.id)))
         return out
 
     def accept(self, slot: Slot, token: int) -> None:
@@ -342,5 +442,12 @@ class Scheduler:
         req.status = status
         slot.request = None
         slot.pending = []
+        slot.leader = -1
+        for child in self.slots:
+            if child.leader == slot.id:
+                # the shared evaluation will not happen: the child evaluates the prompt itself
+                child.leader = -1
+                child.pending = list(child.last_prompt)
+                child.request.n_cached = 0
         self._last_used[slot.id] = time.perf_counter()
         return req

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .request import Request
 
@@ -30,6 +31,12 @@ class Slot:
     t_last: float = 0.0
     n_prompt_evaluated: int = 0
     last_prompt: list[int] = field(default_factory=list)
+    # n_cmpl: the slot whose prompt evaluation this one waits to share (-1: none), and
+    # whether this slot's cells may be shared with another sequence (seq_cp in a unified
+    # KV cache: its positions must not be edited then)
+    leader: int = -1
+    shared: bool = False
+    lora: Any = None               # the adapter set the cached tokens were computed with
 
     @property
     def idle(self) -> bool:

@@ -90,6 +90,10 @@ class FakeContext:
     def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
         self.cells[dst] = set(self.cells[src])
 
+    def set_lora(self, adapters, scales) -> None:
+        """Record the adapter set of the batches that follow (the engine changes it per batch)."""
+        self.lora = list(zip(adapters, scales))
+
     def clear(self) -> None:
         for seq in self.cells:
             self.cells[seq] = set()

@@ -2,15 +2,15 @@
 
 The adapters are the ones loaded at startup (``--lora``, ``--lora-scaled``); new scales are
 applied on the engine thread between two decodes (``Engine.set_lora``), and an adapter left
-out of a POST gets scale 0, as in llama-server.
+out of a POST gets scale 0, as in llama-server. A generation request may carry its own
+scales (``lora``, the same array; see ``webapp.completion.lora_scales``): they hold for that
+request only.
 """
 from __future__ import annotations
 
-import math
-
 from flask import Blueprint, jsonify, request
 
-from ..completion import call_engine
+from ..completion import call_engine, lora_scales
 from ..errors import BadRequest
 
 __all__ = ["make_blueprint"]
@@ -27,7 +27,7 @@ def make_blueprint(state) -> Blueprint:
     @bp.post("/lora-adapters")
     def set_adapters():
         engine = state.ready_engine()
-        scales = _parse_scales(_body(), len(engine.lora_adapters))
+        scales = lora_scales(_body(), len(engine.lora_adapters), "the request body")
         call_engine(engine, lambda e: e.set_lora(scales))
         return jsonify({"success": True})
 
@@ -48,20 +48,3 @@ def _body():
     if data is None:
         raise BadRequest("the request body must be a JSON array of {\"id\": int, \"scale\": number}")
     return data
-
-
-def _parse_scales(body, n_adapters: int) -> list[float]:
-    shape = "the request body must be a JSON array of {\"id\": int, \"scale\": number}"
-    if not isinstance(body, list):
-        raise BadRequest(shape)
-    scales = [0.0] * n_adapters
-    for item in body:
-        if not isinstance(item, dict):
-            raise BadRequest(shape)
-        adapter_id, scale = item.get("id"), item.get("scale")
-        if isinstance(adapter_id, bool) or not isinstance(adapter_id, int) or not 0 <= adapter_id < n_adapters:
-            raise BadRequest(f"invalid adapter id {adapter_id!r}: this server has {n_adapters} adapter(s)")
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-            raise BadRequest(f"the scale of adapter {adapter_id} must be a finite number")
-        scales[adapter_id] = float(scale)
-    return scales

@@ -10,11 +10,11 @@ Differences from the native ``/completion`` that are on purpose (as in llama-ser
   ``exceed_context_size_error`` (with ``n_prompt_tokens`` and ``n_ctx``) before anything is
   generated or streamed; it is never truncated.
 - ``n`` choices are ``n`` engine requests, one slot each, so ``n`` may not exceed the slots;
-  streamed, their chunks are interleaved as they are generated.
-- Token log-probabilities come from the candidates the sampler kept, as the native
-  ``n_probs`` does. The engine is asked for the top 20 at least, so the chosen token's own
-  log-probability is known whenever it is among them (OpenAI's rule); otherwise it is
-  reported as -9999.0, OpenAI's value for "very unlikely".
+  the choices of one prompt share its evaluation (choice 0 evaluates it, the others get a
+  copy), and streamed, their chunks are interleaved as they are generated.
+- Token log-probabilities are those of the model before sampling (the softmax of its raw
+  logits, as llama-server reports them): ``top_logprobs`` always has the N entries asked
+  for, and the chosen token's own log-probability is exact (``TokenEvent.prob``).
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ import uuid
 from llama_lib.engine import FinalEvent, FinishReason, Status
 from sampling.params import FIELDS
 
-from ..completion import (collect_all, new_request, parse_options, raise_for_failure, sampling_for,
-                          submit)
+from ..completion import (choice_params, collect_all, new_request, parse_options, raise_for_failure,
+                          sampling_for, submit)
 from ..errors import ApiError, BadRequest
 
 __all__ = ["submit_choices", "open_stream", "check_known_fields", "completion_id",
@@ -45,7 +45,8 @@ UNLIKELY = -9999.0
 
 # llama.cpp-specific fields every OpenAI route also accepts (besides the sampling table).
 NATIVE_FIELDS = frozenset({"n_predict", "n_keep", "cache_prompt", "id_slot", "n_probs",
-                           "t_max_predict_ms", "grammar", "json_schema", "ignore_eos", "samplers"}
+                           "t_max_predict_ms", "grammar", "json_schema", "ignore_eos", "samplers",
+                           "n_discard", "lora"}
                           | {key for _name, keys, _d, _p in FIELDS for key in keys})
 
 
@@ -108,14 +109,6 @@ class Generation:
     wrap_sampler: object = None      # callable(sampler) -> sampler (reasoning budget)
 
 
-def _seeded(params, j: int):
-    """Choice j of n: its own seed, derived from the request's when one was given."""
-    if params.seed < 0:
-        return params
-    seed = (params.seed & 0xFFFFFFFF) if j == 0 else (params.seed + j) & 0xFFFFFFFF
-    return params.with_(seed=seed)
-
-
 def submit_choices(state, engine, body: dict, token_lists: list[list[int]], gen: Generation) -> list:
     """Validate and build n requests per prompt (choice index = prompt * n + j); they are
     submitted by open_stream() or collect_choices()."""
@@ -125,7 +118,11 @@ def submit_choices(state, engine, body: dict, token_lists: list[list[int]], gen:
     native["stream"] = gen.stream
     options = parse_options(native, state.settings)
     n_probs = MIN_PROBS if gen.logprobs else 0
-    options = dataclasses.replace(options, n_probs=n_probs, truncate_prompt=False)
+    # the OpenAI shapes have no place for progress events, per-token timings or
+    # post-sampling probabilities (yet): the engine is not asked for them
+    options = dataclasses.replace(options, n_probs=n_probs, truncate_prompt=False,
+                                  post_sampling_probs=False, return_progress=False,
+                                  timings_per_token=False)
     sampling_body = dict(body)
     sampling_body["n_probs"] = n_probs
     if gen.json_schema is not None:
@@ -139,8 +136,15 @@ def submit_choices(state, engine, body: dict, token_lists: list[list[int]], gen:
         options = dataclasses.replace(options, special=True)
     for tokens in token_lists:
         check_fits(engine, tokens)
-    requests = [new_request(engine, tokens, options, _seeded(params, j))
-                for tokens in token_lists for j in range(gen.n)]
+    requests = []
+    child_options = dataclasses.replace(options, id_slot=-1)
+    for tokens in token_lists:
+        first = new_request(engine, tokens, options, choice_params(params, 0))
+        requests.append(first)
+        for j in range(1, gen.n):      # they share choice 0's prompt evaluation
+            child = new_request(engine, tokens, child_options, choice_params(params, j))
+            child.parent = first
+            requests.append(child)
     if gen.wrap_sampler is not None:
         for req in requests:
             req.sampler = gen.wrap_sampler(req.sampler)
@@ -236,10 +240,13 @@ def _logprob(p: float) -> float:
     return math.log(p) if p > 0 else UNLIKELY
 
 
-def token_logprobs(vocab, token: int, probs, top_n: int) -> dict:
-    """One token in the chat shape: token, logprob, bytes and its top_logprobs."""
+def token_logprobs(vocab, token: int, probs, top_n: int, chosen: float | None = None) -> dict:
+    """One token in the chat shape: token, logprob, bytes and its top_logprobs. ``probs``:
+    the event's top (token, probability) pairs; ``chosen``: the token's own probability
+    (``TokenEvent.prob``), else looked up among ``probs`` (-9999.0 when not there)."""
     probs = probs or []
-    chosen = next((p for t, p in probs if t == token), None)
+    if chosen is None:
+        chosen = next((p for t, p in probs if t == token), None)
     raw = vocab.piece(token)
     return {
         "token": raw.decode("utf-8", "replace"),

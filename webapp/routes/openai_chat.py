@@ -392,7 +392,7 @@ class ChatCall:
                 "choices": out, "usage": usage_of(finals, self.gen.n), "timings": finals[0].timings}
 
     def _logprobs(self, token_events) -> dict:
-        return {"content": [token_logprobs(self.vocab, ev.token, ev.probs, self.top_n)
+        return {"content": [token_logprobs(self.vocab, ev.token, ev.probs, self.top_n, chosen=ev.prob)
                             for ev in token_events]}
 
     # --- streams -----------------------------------------------------------------------

@@ -111,7 +111,7 @@ class _Job:
                 out["text_offset"].append(offset)
                 offset += len(piece)
         for ev in token_events:
-            entry = token_logprobs(self.vocab, ev.token, ev.probs, self.top_n)
+            entry = token_logprobs(self.vocab, ev.token, ev.probs, self.top_n, chosen=ev.prob)
             top = {t["token"]: t["logprob"] for t in entry["top_logprobs"]}
             top.setdefault(entry["token"], entry["logprob"])   # the chosen token is always listed
             out["tokens"].append(entry["token"])
