@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Flag", "FLAGS"]
+__all__ = ["Flag", "FLAGS", "env_names"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,17 @@ class Flag:
 
 def F(names, dest, kind, default, help, **kw) -> Flag:
     return Flag(tuple(names.split()), dest, kind, default, help, **kw)
+
+
+def env_names(flag: Flag) -> list[str]:
+    """The environment variables that set this flag: its ``env`` names, LLAMA_ARG_<LONG_NAME>
+    for each ``--long-name``, then LLAMA_ARG_<DEST>."""
+    names = list(flag.env)
+    for name in flag.names:
+        if name.startswith("--"):
+            names.append("LLAMA_ARG_" + name[2:].upper().replace("-", "_"))
+    names.append("LLAMA_ARG_" + flag.dest.upper())
+    return list(dict.fromkeys(names))
 
 
 FLAGS: list[Flag] = [
@@ -131,19 +142,38 @@ FLAGS: list[Flag] = [
     F("--max-queue", "max_queue", "int", 0, "waiting requests at most; beyond, 503 with Retry-After (0: unlimited)"),
     F("-spf --system-prompt-file", "system_prompt_file", "str", None, "JSON file {\"prompt\", \"anti_prompt\", \"assistant_name\"}: a system prompt evaluated once and shared by all slots", metavar="FNAME"),
     F("--embedding --embeddings", "embeddings", "on", False, "enable the embedding endpoints (n_batch is lowered to n_ubatch)"),
-    F("--reranking --rerank", "reranking", "on", False, "enable reranking", planned="reranking"),
+    F("--reranking --rerank", "reranking", "on", False, "enable the reranking endpoints (POST /rerank): embeddings with rank pooling"),
     F("--metrics", "metrics", "on", False, "enable the Prometheus /metrics endpoint"),
     F("--slots", "slots_endpoint", "on", True, "enable GET /slots (default: on)"),
     F("--no-slots --slots-endpoint-disable", "slots_endpoint", "off", True, "disable GET /slots"),
-    F("--props", "props_post", "on", False, "allow POST /props to change global properties"),
+    F("--props", "props_post", "on", False, "allow POST /props to change global properties", env=("LLAMA_ARG_ENDPOINT_PROPS",)),
+    F("--sleep-idle-seconds", "sleep_idle_seconds", "int", -1, "unload the model after this many idle seconds; the next request that needs it loads it again (-1: never)", metavar="SECONDS"),
     F("--slot-save-path", "slot_save_path", "str", None, "folder for slot save/restore files (POST /slots/{id}?action=save|restore|erase)", metavar="PATH"),
     F("--chat-template", "chat_template", "str", None, "chat template: a built-in name or a Jinja string"),
     F("--chat-template-file", "chat_template_file", "str", None, "file holding a Jinja chat template"),
+    F("--chat-template-kwargs", "chat_template_kwargs", "str", None, "extra chat template variables for every request, a JSON object (requests' chat_template_kwargs are merged over it)", env=("LLAMA_ARG_CHAT_TEMPLATE_KWARGS",), metavar="STRING"),
+    F("--reasoning-format", "reasoning_format", "choice", "auto", "where thoughts go: none (left in content), deepseek (message.reasoning_content), deepseek-legacy (both), auto (= deepseek)", choices=("none", "deepseek", "deepseek-legacy", "auto"), env=("LLAMA_ARG_THINK",), metavar="FORMAT"),
+    F("-rea --reasoning", "reasoning", "choice", "auto", "thinking in chat: on / off set the template's enable_thinking, auto leaves the template's default", choices=("on", "off", "auto"), env=("LLAMA_ARG_REASONING",)),
+    F("--reasoning-effort", "reasoning_effort", "str", None, "reasoning_effort given to the chat template (e.g. low, medium, high; 'none' turns thinking off; default: the template's)", env=("LLAMA_ARG_REASONING_EFFORT",), metavar="LEVEL"),
+    F("--reasoning-budget", "reasoning_budget", "int", -1, "reasoning tokens allowed before the end-of-thinking marker is forced: -1 unlimited, 0 none", env=("LLAMA_ARG_THINK_BUDGET",), metavar="N"),
+    F("--skip-chat-parsing", "skip_chat_parsing", "on", False, "no tool-call or reasoning parsing: the model's whole output is content"),
+    F("--no-skip-chat-parsing", "skip_chat_parsing", "off", False, "parse tool calls and reasoning (default)"),
     F("--jinja", "jinja", "on", True, "use Jinja chat templates (always on here)"),
     F("--no-jinja", "jinja", "off", True, "accepted for compatibility; templates are always rendered with Jinja"),
     F("-sps --slot-prompt-similarity", "slot_prompt_similarity", "float", 0.1, "how much of a request's prompt an idle slot's cache must share for that slot to be chosen; else the least recently used slot (0.0: always the least recently used)"),
     F("--spm-infill", "spm_infill", "on", False, "suffix/prefix/middle order for infill (default: prefix/suffix/middle)"),
     F("--no-webui", "webui", "off", True, "do not serve the web front end"),
+    # --- router mode: no -m, several models, one child server each (docs/server.md) ------------
+    F("--models-dir", "models_dir", "str", None, "router mode (without -m): serve every GGUF in this folder (a file, or a subfolder holding one), each named after it, in a child server of its own", metavar="PATH"),
+    F("--models-preset", "models_preset", "str", None, "router mode (without -m): INI file of models, a [name] section each with flag overrides (model = PATH, c = 4096, ...); [*] applies to all", metavar="PATH"),
+    F("--models-max", "models_max", "int", 4, "router mode: models loaded at once at most; loading another unloads the least recently used idle one (0: unlimited)"),
+    F("--models-autoload", "models_autoload", "on", True, "router mode: a request for a model that is not loaded loads it (default: on)"),
+    F("--no-models-autoload", "models_autoload", "off", True, "router mode: a request for a model that is not loaded gets a 400 (POST /models/load loads it)"),
+    # --- not supported yet: accepted, then startup stops saying so ---------------------------------
+    F("-mm --mmproj", "mmproj", "str", None, "multimodal projector file", planned="multimodal input (libmtmd)", metavar="FILE"),
+    F("-mmu --mmproj-url", "mmproj_url", "str", None, "download the multimodal projector from this URL", planned="multimodal input (libmtmd)", metavar="URL"),
+    F("-md --model-draft", "model_draft", "str", None, "draft model for speculative decoding", planned="speculative decoding", metavar="FNAME"),
+    F("--spec-type", "spec_type", "str", None, "speculative decoding type (ngram-simple, ngram-mod, draft-simple)", planned="speculative decoding"),
     # --- logging -----------------------------------------------------------------------------------
     F("-v --verbose --log-verbose", "verbose", "on", False, "log everything, including full requests and responses"),
     F("--log-format", "log_format", "choice", "text", "log format", choices=("text", "json")),

@@ -9,7 +9,10 @@ meta-schema and compares its (path, method) pairs with the routes the app regist
 ``tests/integration/test_fuzz.py`` sends requests generated from it to the real server.
 
 Left out on purpose: HEAD (Flask answers it for every GET route) and OPTIONS (the CORS
-middleware answers it on every path, before routing).
+middleware answers it on every path, before routing). Router mode (``webapp/router``) is
+another app: it proxies the operations below that need a model (so a route added here is
+proxied there too) and has routes of its own (``/models/load``, ``/models/unload``),
+described in docs/server.md, not here.
 
 Request schemas describe what the routes accept, not a wish list: where a route treats
 ``null`` as "not given", the field is nullable; token ids are integers >= 0 (the upper
@@ -172,7 +175,15 @@ GENERATION_FIELDS = [
     ("stream", BOOLEAN, "answer with server-sent events"),
     ("cache_prompt", BOOLEAN, "reuse the longest common prefix of the slot's cache"),
     ("id_slot", integer(-1), "slot to use (-1: any idle slot)"),
-    ("t_max_predict_ms", number(), "time limit for generation after the first newline (0: none)"),
+    ("t_max_predict_ms", number(-1), "time limit for generation after the first newline (<= 0: none)"),
+    ("n_discard", int32(0), "tokens a context shift drops after n_keep (0: half of the rest)"),
+    ("post_sampling_probs", BOOLEAN, "n_probs reports the candidates the sampler chain kept (prob, "
+                                     "top_probs) instead of the model's top n (logprob, top_logprobs)"),
+    ("timings_per_token", BOOLEAN, "every streamed chunk carries the timings so far"),
+    ("return_progress", BOOLEAN, "streams report prompt_progress {total, cache, processed, "
+                                 "time_ms} while the prompt is evaluated"),
+    ("lora", array(fields([("id", integer(0), None), ("scale", number(), None)])),
+     "LoRA scales for this request only (adapters left out: 0; []: the server's)"),
     ("grammar", STRING, "GBNF grammar constraining the output"),
     ("json_schema", SCHEMA, "JSON Schema constraining the output (not with grammar)"),
 ]
@@ -185,7 +196,13 @@ SYSTEM_PROMPT = any_of(STRING, fields([
 COMPLETION_REQUEST = fields(rows_of(
     [("prompt", PROMPT, "a string, token ids and strings mixed, or a list of such prompts")],
     GENERATION_FIELDS, SAMPLING_FIELDS,
-    [("system_prompt", SYSTEM_PROMPT, "replace the server-wide system prompt")],
+    [("system_prompt", SYSTEM_PROMPT, "replace the server-wide system prompt"),
+     ("n_cmpl", integer(1), "completions per prompt, at most the slots (results indexed "
+                            "prompt * n_cmpl + j; they share one prompt evaluation)"),
+     ("n", integer(1), "alias of n_cmpl"),
+     ("return_tokens", BOOLEAN, "put the generated token ids in the result's tokens (default false)"),
+     ("response_fields", array(STRING), "keep only these keys of each result; a/b takes b of a, "
+                                        "named a/b; missing ones are left out")],
 ), required=["prompt"], nullable=True)
 
 INFILL_REQUEST = fields(rows_of(
@@ -207,7 +224,8 @@ DETOKENIZE_REQUEST = fields([("tokens", array(TOKEN), "token ids (default: [])")
 
 # The OpenAI routes also take llama.cpp's options and every sampling field; n_probs is
 # theirs to set (from logprobs), so a request's own is ignored.
-NATIVE_EXTRAS = without(rows_of(GENERATION_FIELDS, SAMPLING_FIELDS), "n_probs", "stream")
+NATIVE_EXTRAS = without(rows_of(GENERATION_FIELDS, SAMPLING_FIELDS), "n_probs", "stream",
+                        "post_sampling_probs", "timings_per_token", "return_progress")
 OPENAI_COMMON = [
     ("model", STRING, "echoed back; the server runs its one model"),
     ("stream", BOOLEAN, "answer with server-sent events, ending with data: [DONE]"),
@@ -244,11 +262,35 @@ CHAT_REQUEST = fields(rows_of(NATIVE_EXTRAS, OPENAI_COMMON, [
     ("logprobs", BOOLEAN, "report log-probabilities of the generated tokens"),
     ("top_logprobs", integer(0, 20), "alternatives per token (needs logprobs)"),
     ("response_format", RESPONSE_FORMAT, "constrain the reply to JSON"),
-    ("tools", array(OBJECT), "tool definitions, handed to the chat template"),
-    ("tool_choice", ANY, "accepted and ignored"),
-    ("parallel_tool_calls", BOOLEAN, "accepted and ignored"),
-    ("chat_template_kwargs", OBJECT, "extra chat template variables"),
+    ("tools", array(fields([("type", const("function"), None),
+                            ("function", fields([("name", STRING, None), ("description", STRING, None),
+                                                 ("parameters", SCHEMA, "JSON Schema of the arguments")],
+                                                required=["name"]), None)],
+                           required=["function"])),
+     "function tools: the model may call them (message.tool_calls)"),
+    ("tool_choice", any_of({"enum": ["auto", "none", "required"]},
+                           fields([("type", const("function"), None),
+                                   ("function", fields([("name", STRING, None)], required=["name"]), None)],
+                                  required=["type", "function"])),
+     "auto (default with tools), none, required, or one named function (honoured)"),
+    ("parallel_tool_calls", BOOLEAN, "allow several calls in one reply (default true)"),
+    ("chat_template_kwargs", OBJECT, "extra chat template variables, merged over --chat-template-kwargs"),
+    ("reasoning_format", {"enum": ["none", "deepseek", "deepseek-legacy", "auto"]},
+     "where thoughts go (default: --reasoning-format)"),
+    ("reasoning_effort", {"enum": ["none", "minimal", "low", "medium", "high", "xhigh", "max"]},
+     "given to the template; none turns thinking off"),
+    ("enable_thinking", BOOLEAN, "the template's enable_thinking"),
+    ("reasoning_budget_tokens", integer(-1), "reasoning tokens before the end marker is forced"),
+    ("thinking_budget_tokens", integer(-1), "the same as reasoning_budget_tokens"),
 ]), required=["messages"], nullable=True)
+
+APPLY_TEMPLATE_REQUEST = fields([
+    ("messages", array(MESSAGE, 1), "the conversation"),
+    ("tools", array(OBJECT), "function tools, as in chat completions"),
+    ("tool_choice", ANY, "as in chat completions"),
+    ("chat_template_kwargs", OBJECT, "extra chat template variables"),
+    ("reasoning_effort", STRING, "as in chat completions"),
+], required=["messages"], nullable=True)
 
 OPENAI_COMPLETION_REQUEST = fields(rows_of(NATIVE_EXTRAS, OPENAI_COMMON, [
     ("prompt", any_of(STRING, array(STRING, 1), array(TOKEN, 1), array(array(TOKEN, 1), 1)),
@@ -276,6 +318,85 @@ OPENAI_EMBEDDING_REQUEST = fields([
     EMBD_NORMALIZE,
 ], required=["input"])
 
+RERANK_REQUEST = dict(fields([
+    ("query", STRING, "what the documents are scored against"),
+    ("documents", any_of(array(STRING, 1), NULL), "the documents to score (Jina / Cohere style)"),
+    ("texts", array(STRING, 1), "the same, Hugging Face TEI style: the answer is TEI's bare array"),
+    ("top_n", any_of(integer(0), NULL), "keep the best N results (default: all)"),
+    ("return_text", BOOLEAN, "TEI style only: add each document's text to its result"),
+    ("model", any_of(STRING, NULL), "echoed in the answer (default: the server's model)"),
+], required=["query"]), anyOf=[{"required": ["documents"]}, {"required": ["texts"]}])
+
+# Anthropic's Messages API (routes/anthropic.py)
+ANTHROPIC_TEXT = fields([("type", const("text"), None), ("text", STRING, None)], required=["type", "text"])
+ANTHROPIC_BLOCK = fields([
+    ("type", {"enum": ["text", "image", "thinking", "redacted_thinking", "tool_use", "tool_result"]},
+     "thinking, redacted_thinking and tool_use on assistant turns; image and tool_result on user turns"),
+    ("text", STRING, None), ("thinking", STRING, None), ("id", STRING, "tool_use"),
+    ("name", STRING, "tool_use"), ("input", OBJECT, "tool_use"),
+    ("tool_use_id", STRING, "tool_result: a tool_use id of an earlier assistant turn"),
+    ("content", any_of(STRING, array(OBJECT)), "tool_result"), ("is_error", BOOLEAN, "tool_result"),
+    ("source", OBJECT, "image: {type: base64, media_type, data} or {type: url, url}"),
+], required=["type"])
+ANTHROPIC_REQUEST = fields([
+    ("model", STRING, "echoed back; the server runs its one model"),
+    ("messages", array(fields([("role", {"enum": ["user", "assistant"]}, None),
+                               ("content", any_of(STRING, array(ANTHROPIC_BLOCK)), None)],
+                              required=["role", "content"]), 1),
+     "the conversation; a last assistant turn is continued"),
+    ("system", any_of(STRING, array(ANTHROPIC_TEXT)), "the system prompt"),
+    ("max_tokens", integer(0), "tokens to generate at most (default 4096)"),
+    ("stop_sequences", array(STRING), "strings that end the reply (stop_reason stop_sequence)"),
+    ("stream", BOOLEAN, "answer with Anthropic's named server-sent events"),
+    ("temperature", number(), None), ("top_p", number(0, 1), None), ("top_k", INT32, None),
+    ("tools", array(fields([("name", STRING, None), ("description", STRING, None),
+                            ("input_schema", OBJECT, "JSON Schema of the input"),
+                            ("type", STRING, "a server tool's type: left out")], required=["name"])),
+     "client tools the model may call (tool_use blocks)"),
+    ("tool_choice", fields([("type", {"enum": ["auto", "any", "tool", "none"]}, None),
+                            ("name", STRING, "with type tool"),
+                            ("disable_parallel_tool_use", BOOLEAN, None)], required=["type"]),
+     "any: some tool must be called; tool: that one"),
+    ("thinking", fields([("type", {"enum": ["enabled", "adaptive", "disabled"]}, None),
+                         ("budget_tokens", integer(0), "with enabled: thinking tokens before the "
+                                                      "end of thinking is forced")], required=["type"]),
+     "the template's enable_thinking, and a reasoning budget"),
+    ("output_config", fields([("effort", STRING, "as reasoning_effort"),
+                              ("format", fields([("type", const("json_schema"), None),
+                                                 ("schema", OBJECT, None)]), "constrain the text to JSON")]),
+     None),
+    ("metadata", OBJECT, "accepted and ignored"),
+    ("chat_template_kwargs", OBJECT, "llama.cpp's extension: extra chat template variables"),
+], required=["messages"])
+ANTHROPIC_COUNT_REQUEST = dict(ANTHROPIC_REQUEST, description="as POST /v1/messages; nothing is generated")
+
+# OpenAI's Responses API (routes/responses.py)
+RESPONSES_REQUEST = fields([
+    ("model", STRING, "echoed back; the server runs its one model"),
+    ("input", any_of(STRING, array(dict(OBJECT, description=(
+        "a message {role, content}, a function_call, a function_call_output or a reasoning item")), 1)),
+     "one user message, or the conversation as items"),
+    ("instructions", STRING, "the system prompt"),
+    ("max_output_tokens", integer(0), "tokens to generate at most"),
+    ("temperature", number(), None), ("top_p", number(0, 1), None),
+    ("stream", BOOLEAN, "answer with response.* server-sent events"),
+    ("tools", array(fields([("type", STRING, "function (other types are left out)"),
+                            ("name", STRING, None), ("description", STRING, None),
+                            ("parameters", OBJECT, "JSON Schema of the arguments"),
+                            ("strict", BOOLEAN, None)], required=["type"])), "function tools"),
+    ("tool_choice", any_of({"enum": ["auto", "none", "required"]},
+                           fields([("type", const("function"), None), ("name", STRING, None)],
+                                  required=["type", "name"])), None),
+    ("parallel_tool_calls", BOOLEAN, None),
+    ("reasoning", fields([("effort", STRING, "as reasoning_effort")]), None),
+    ("text", fields([("format", fields([("type", {"enum": ["text", "json_object", "json_schema"]}, None),
+                                        ("schema", OBJECT, "with json_schema")], required=["type"]),
+                      None)]), "constrain the reply to JSON"),
+    ("store", BOOLEAN, "accepted; nothing is stored"),
+    ("metadata", OBJECT, "echoed back"),
+    ("previous_response_id", NULL, "not supported (stateless): any value is a 400"),
+], required=["input"])
+
 LORA_REQUEST = array(fields([("id", integer(0), "adapter index"), ("scale", number(), "new scale")],
                             required=["id", "scale"]))
 SLOT_FILE_REQUEST = fields([("filename", STRING, "a plain file name in --slot-save-path")])
@@ -291,8 +412,17 @@ USAGE = fields([("prompt_tokens", COUNT, None), ("completion_tokens", COUNT, Non
                 ("total_tokens", COUNT, None),
                 ("prompt_tokens_details", fields([("cached_tokens", COUNT, None)]), None)],
                required=["prompt_tokens", "completion_tokens", "total_tokens"])
-PROBS = fields([("content", STRING, None),
-                ("probs", array(fields([("tok_str", STRING, None), ("prob", number(0, 1), None)])), None)])
+PROB_ROWS = [("id", TOKEN, None), ("token", STRING, "its text (the valid UTF-8 part)"),
+             ("bytes", array(integer(0, 255)), None),
+             ("logprob", number(), "log-probability before sampling"),
+             ("prob", number(0, 1), "with post_sampling_probs: the probability among the "
+                                    "chain's candidates")]
+PROBS = fields(PROB_ROWS + [
+    ("top_logprobs", array(fields(PROB_ROWS)), "the model's top n_probs before sampling"),
+    ("top_probs", array(fields(PROB_ROWS)), "with post_sampling_probs: the chain's top candidates"),
+    ("content", STRING, "the seed's format: the token's text"),
+    ("probs", array(fields([("tok_str", STRING, None), ("prob", number(0, 1), None)])),
+     "the seed's format: the chain's top candidates")])
 TOKEN_LOGPROB = fields([("token", STRING, None), ("logprob", number(), None),
                         ("bytes", array(integer(0, 255)), None), ("top_logprobs", array(OBJECT), None)])
 NEXT_TOKEN = fields([("has_next_token", BOOLEAN, None), ("n_remain", integer(), None),
@@ -306,6 +436,7 @@ SLOT_ROWS = [(name, integer(), None) for name in (
     ("params", ref("GenerationSettings"), None), ("next_token", NEXT_TOKEN, None)]
 COMPLETION_ROWS = [
     ("content", STRING, "the generated text"), ("index", COUNT, "the prompt's position"),
+    ("tokens", array(TOKEN), "the generated token ids with return_tokens, else []"),
     ("id_slot", integer(), None), ("stop", const(True), None), ("model", STRING, None),
     ("prompt", STRING, None), ("generation_settings", ref("GenerationSettings"), None),
     ("tokens_predicted", COUNT, None), ("tokens_evaluated", COUNT, None),
@@ -324,11 +455,15 @@ LEGACY_LOGPROBS = fields([("tokens", array(STRING), None),
                           ("top_logprobs", array(any_of(OBJECT, NULL)), None),
                           ("text_offset", array(COUNT), None)])
 MODEL_CARD = fields([
-    ("id", STRING, None), ("object", const("model"), None), ("created", integer(), None),
-    ("owned_by", STRING, None),
-    ("meta", fields([(name, integer(), None) for name in ("n_ctx_train", "n_params", "size",
-                                                          "n_vocab", "n_embd")]), None),
+    ("id", STRING, None), ("aliases", array(STRING), "--alias"), ("tags", array(STRING), None),
+    ("object", const("model"), None), ("created", integer(), None), ("owned_by", STRING, None),
+    ("meta", fields([(name, integer(), None) for name in ("vocab_type", "n_vocab", "n_ctx",
+                                                          "n_ctx_train", "n_embd", "n_params", "size")]
+                    + [("ftype", STRING, "the file type, e.g. Q8_0")]), None),
 ], required=["id", "object"])
+OLLAMA_MODEL = fields([("name", STRING, None), ("model", STRING, None),
+                       ("capabilities", array(STRING), None), ("details", OBJECT, None)],
+                      required=["name", "model"])
 VECTOR = array(number())
 
 SCHEMAS = {
@@ -352,23 +487,42 @@ SCHEMAS = {
         "content", "stop", "model", "tokens_predicted", "tokens_evaluated", "generation_settings",
         "stopped_eos", "stopped_word", "stopped_limit", "truncated"]),
     "Props": fields([
-        ("default_generation_settings", ref("GenerationSettings"), None), ("total_slots", COUNT, None),
-        ("model_path", any_of(STRING, NULL), None), ("model_alias", STRING, None),
-        ("chat_template", STRING, None), ("system_prompt", STRING, None),
+        ("default_generation_settings", fields([
+            ("params", ref("GenerationSettings"), "the defaults of a generation request"),
+            ("n_ctx", COUNT, "a slot's context")], required=["params", "n_ctx"]),
+         "llama-server's shape; the seed's flat GenerationSettings fields too"),
+        ("total_slots", COUNT, None), ("model_path", any_of(STRING, NULL), None),
+        ("model_alias", STRING, None), ("model_ftype", STRING, None),
+        ("modalities", fields([(m, BOOLEAN, None) for m in ("vision", "video", "audio")]), None),
+        ("media_marker", STRING, None), ("endpoint_slots", BOOLEAN, None),
+        ("endpoint_props", BOOLEAN, None), ("endpoint_metrics", BOOLEAN, None),
+        ("ui", BOOLEAN, None), ("ui_settings", OBJECT, None), ("chat_template", STRING, None),
+        ("chat_template_caps", {"type": "object", "additionalProperties": BOOLEAN},
+         "supports_tools, supports_system_role, ... from probe renders"),
+        ("bos_token", STRING, None), ("eos_token", STRING, None), ("build_info", STRING, None),
+        ("is_sleeping", BOOLEAN, "the model is unloaded (--sleep-idle-seconds)"),
+        ("cors_proxy_enabled", BOOLEAN, None), ("system_prompt", STRING, None),
         ("assistant_name", STRING, None), ("user_name", STRING, None), ("n_ctx", COUNT, None),
-        ("build_info", STRING, None), ("modalities", OBJECT, None),
-    ], required=["default_generation_settings", "total_slots", "n_ctx"]),
+    ], required=["default_generation_settings", "total_slots", "n_ctx", "is_sleeping"]),
+    "SelectedFields": dict(OBJECT, description="a result shaped by response_fields"),
     "Tokenized": fields([("tokens", array(any_of(TOKEN, fields([
         ("id", TOKEN, None), ("piece", any_of(STRING, array(integer(0, 255))), None)],
         required=["id", "piece"]))), None)], required=["tokens"]),
     "Detokenized": fields([("content", STRING, None)], required=["content"]),
     "Model": MODEL_CARD,
-    "ModelList": fields([("object", const("list"), None), ("data", array(ref("Model")), None)],
+    "ModelList": fields([("models", array(OLLAMA_MODEL), "Ollama's shape"),
+                         ("object", const("list"), None), ("data", array(ref("Model")), None)],
                         required=["object", "data"]),
     "ChatCompletion": fields(OPENAI_META + [
         ("object", const("chat.completion"), None),
         ("choices", array(fields(CHOICE_META + [
-            ("message", fields([("role", const("assistant"), None), ("content", STRING, None)]), None),
+            ("message", fields([("role", const("assistant"), None), ("content", STRING, None),
+                                ("reasoning_content", STRING, "the model's thoughts (reasoning formats)"),
+                                ("tool_calls", array(fields([
+                                    ("id", STRING, None), ("type", const("function"), None),
+                                    ("function", fields([("name", STRING, None),
+                                                         ("arguments", STRING, "a JSON object, as text")]),
+                                     None)])), None)]), None),
             ("logprobs", any_of(fields([("content", array(TOKEN_LOGPROB), None)]), NULL), None)],
             required=["index", "message", "finish_reason"])), None),
     ], required=["id", "object", "created", "model", "choices", "usage"]),
@@ -391,6 +545,42 @@ SCHEMAS = {
                               required=["object", "index", "embedding"])), None),
         ("usage", fields([("prompt_tokens", COUNT, None), ("total_tokens", COUNT, None)]), None),
     ], required=["object", "data", "model", "usage"]),
+    "RerankList": fields([
+        ("model", STRING, None), ("object", const("list"), None),
+        ("usage", fields([("prompt_tokens", COUNT, None), ("total_tokens", COUNT, None)]), None),
+        ("results", array(fields([("index", COUNT, "the document's position in the request"),
+                                  ("relevance_score", number(), None)],
+                                 required=["index", "relevance_score"])), "best first"),
+    ], required=["model", "object", "usage", "results"]),
+    "TeiRanks": array(fields([("index", COUNT, None), ("score", number(), None),
+                              ("text", STRING, "with return_text")], required=["index", "score"])),
+    "ErrorAnthropic": fields([
+        ("type", const("error"), None),
+        ("error", fields([("type", STRING, "invalid_request_error, authentication_error, api_error, "
+                                           "overloaded_error..."),
+                          ("message", STRING, None), ("code", integer(400, 599), "the HTTP status")],
+                         required=["type", "message"]), None),
+        ("request_id", STRING, None)], required=["type", "error"]),
+    "AnthropicMessage": fields([
+        ("id", STRING, None), ("type", const("message"), None), ("role", const("assistant"), None),
+        ("model", STRING, None),
+        ("content", array(fields([("type", {"enum": ["thinking", "text", "tool_use"]}, None)],
+                                 required=["type"])), "thinking, then text, then tool_use blocks"),
+        ("stop_reason", {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"]}, None),
+        ("stop_sequence", any_of(STRING, NULL), None),
+        ("usage", fields([(name, COUNT, None) for name in (
+            "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")],
+            required=["input_tokens", "output_tokens"]), None),
+    ], required=["id", "type", "role", "content", "stop_reason", "usage"]),
+    "Response": fields([
+        ("id", STRING, None), ("object", const("response"), None), ("created_at", integer(), None),
+        ("status", {"enum": ["completed", "incomplete"]}, None), ("model", STRING, None),
+        ("output", array(fields([("type", {"enum": ["reasoning", "message", "function_call"]}, None),
+                                 ("id", STRING, None)], required=["type", "id"])), None),
+        ("incomplete_details", any_of(fields([("reason", STRING, None)]), NULL), None),
+        ("usage", fields([("input_tokens", COUNT, None), ("output_tokens", COUNT, None),
+                          ("total_tokens", COUNT, None)]), None),
+    ], required=["id", "object", "created_at", "status", "model", "output"]),
     "SlotAction": any_of(
         fields([("id_slot", COUNT, None), ("filename", STRING, None), ("n_saved", COUNT, None),
                 ("n_written", COUNT, None), ("timings", OBJECT, None)], required=["n_saved"]),
@@ -440,6 +630,7 @@ class Operation:
     public: bool = False             # needs no API key
     tag: str = "native"
     when: str | None = None          # the settings attribute that adds this route
+    error_schema: str = "Error"      # the components/schemas entry of its error answers
 
 
 OPERATIONS = [
@@ -449,7 +640,8 @@ OPERATIONS = [
                       query("include_slots", FLAG, "add the slots")),
               errors=ENGINE, public=True),
     Operation("post", ("/completion", "/completions"), "Complete a prompt (llama.cpp's API)",
-              json_answer(any_of(ref("Completion"), array(ref("Completion"))), stream=True),
+              json_answer(any_of(ref("Completion"), array(ref("Completion")), ref("SelectedFields"),
+                                 array(ref("SelectedFields"))), stream=True),
               body=COMPLETION_REQUEST, errors=(400,) + ENGINE),
     Operation("post", ("/tokenize",), "Tokenize text", json_answer(ref("Tokenized")),
               body=TOKENIZE_REQUEST, errors=(400,) + ENGINE),
@@ -469,6 +661,24 @@ OPERATIONS = [
     Operation("post", ("/v1/chat/completions", "/chat/completions"), "Chat completion",
               json_answer(ref("ChatCompletion"), stream=True), body=CHAT_REQUEST,
               errors=(400, 501) + ENGINE, tag="openai"),
+    Operation("post", ("/apply-template",), "Render a chat as the prompt the model would get",
+              json_answer(fields([("prompt", STRING, None)], required=["prompt"])),
+              body=APPLY_TEMPLATE_REQUEST, errors=(400,) + ENGINE),
+    Operation("post", ("/v1/messages",), "Anthropic Messages API",
+              json_answer(ref("AnthropicMessage"), stream=True), body=ANTHROPIC_REQUEST,
+              errors=(400, 501) + ENGINE, tag="anthropic", error_schema="ErrorAnthropic"),
+    Operation("post", ("/v1/messages/count_tokens",), "Anthropic Messages API: count a prompt's tokens",
+              json_answer(fields([("input_tokens", COUNT, None)], required=["input_tokens"])),
+              body=ANTHROPIC_COUNT_REQUEST, errors=(400, 501) + ENGINE, tag="anthropic",
+              error_schema="ErrorAnthropic"),
+    Operation("post", ("/v1/responses", "/responses"), "OpenAI Responses API (stateless)",
+              json_answer(ref("Response"), stream=True), body=RESPONSES_REQUEST,
+              errors=(400, 501) + ENGINE, tag="openai"),
+    Operation("post", ("/v1/responses/input_tokens", "/responses/input_tokens"),
+              "OpenAI Responses API: count a prompt's tokens",
+              json_answer(fields([("object", const("response.input_tokens"), None),
+                                  ("input_tokens", COUNT, None)], required=["object", "input_tokens"])),
+              body=RESPONSES_REQUEST, errors=(400, 501) + ENGINE, tag="openai"),
     Operation("post", ("/v1/completions",), "Text completion (OpenAI's legacy API)",
               json_answer(ref("TextCompletion"), stream=True), body=OPENAI_COMPLETION_REQUEST,
               errors=(400, 501) + ENGINE, tag="openai"),
@@ -477,6 +687,10 @@ OPERATIONS = [
               errors=(400, 501) + ENGINE, tag="openai"),
     Operation("post", ("/embedding", "/embeddings"), "Embeddings, llama.cpp's shape (with --embeddings)",
               json_answer(ref("Embedding")), body=EMBEDDING_REQUEST, errors=(400, 501) + ENGINE),
+    Operation("post", ("/rerank", "/reranking", "/v1/rerank", "/v1/reranking"),
+              "Score documents against a query (with --reranking)",
+              json_answer(any_of(ref("RerankList"), ref("TeiRanks"))), body=RERANK_REQUEST,
+              errors=(400, 501) + ENGINE),
     Operation("get", ("/slots",), "The slots", json_answer(array(ref("Slot"))),
               params=(query("fail_on_no_slot", FLAG, "503 when no slot is idle"),),
               errors=(501,) + ENGINE, tag="operations"),
@@ -518,7 +732,7 @@ def _responses(op: Operation, auth: bool) -> dict:
     out = {"200": {"description": "success", "content": content}}
     statuses = sorted(set(op.errors) | ({401} if auth and not op.public else set()))
     for status in statuses:
-        schema = ref("Error")
+        schema = ref(op.error_schema)
         if status == 503 and "/health" in op.paths:
             schema = any_of(ref("Error"), ref("Health"))
         out[str(status)] = {"description": ERROR_TEXT[status], "content": {JSON: {"schema": schema}}}

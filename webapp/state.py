@@ -6,6 +6,7 @@ the engine arrives later; routes ask ``state.ready_engine()`` which raises the r
 from __future__ import annotations
 
 import logging
+import json
 import os
 import threading
 import time
@@ -65,19 +66,61 @@ class ServerState:
         except SystemPromptError as exc:
             raise SystemExit(f"error: --system-prompt-file: {exc}") from None
         self.system = SystemPrompt(spec)
+        self.sleep = None          # sleep.SleepMode, set by the production server
+        self._facts = None         # (weakref to the engine, props.ModelFacts) of the last one asked
         if engine is not None:
             self._wire(engine)
 
     def ready_engine(self):
+        """The engine, for a route that needs it; with --sleep-idle-seconds this wakes a
+        sleeping model (and waits for it) and holds the engine until the answer is written."""
+        self.check_ready()
+        if self.sleep is not None:
+            self.sleep.wake()
+            self.check_ready()     # the reload may have failed
+        if self.engine is None:
+            raise ApiError(f"Model failed to load: {self.error}", "server_error", 500)
+        return self.engine
+
+    def check_ready(self) -> None:
+        """Raise the 503/500 of a server that cannot answer (loading, stopping, failed)
+        without waking a sleeping model: GET /props, /models and /metrics use this."""
         if self.status == LOADING:
             raise ApiError("Loading model", "unavailable_error", 503)
         if self.status == STOPPING:
             raise ApiError("the server is shutting down", "unavailable_error", 503)
-        if self.status == ERROR or self.engine is None:
+        engine = self.engine
+        if self.status == ERROR or (engine is None and not self.is_sleeping):
             raise ApiError(f"Model failed to load: {self.error}", "server_error", 500)
-        if self.engine.failure:
-            raise ApiError(self.engine.failure, "unavailable_error", 503, headers={"Retry-After": "1"})
-        return self.engine
+        if engine is not None and engine.failure:
+            raise ApiError(engine.failure, "unavailable_error", 503, headers={"Retry-After": "1"})
+
+    @property
+    def is_sleeping(self) -> bool:
+        """The model is unloaded by --sleep-idle-seconds (webapp/sleep.py)."""
+        return self.sleep is not None and self.sleep.asleep
+
+    def model_facts(self):
+        """What /props and /models say about the model (props.ModelFacts): read from the
+        engine while it is loaded, kept while it sleeps."""
+        engine = self.engine
+        if engine is not None and (self._facts is None or self._facts[0]() is not engine):
+            import weakref
+            from .props import ModelFacts
+            # a weak reference: a sleeping model's engine must not be kept alive here
+            self._facts = (weakref.ref(engine), ModelFacts.of(engine))
+        if self._facts is None:
+            raise ApiError("Loading model", "unavailable_error", 503)
+        return self._facts[1]
+
+    def metrics_snapshot(self) -> dict:
+        """/metrics' numbers (webapp/metrics.py), taken on the engine thread; a sleeping
+        model's as they stood when it fell asleep."""
+        if self.sleep is not None:
+            return self.sleep.metrics_snapshot()
+        from .completion import call_engine
+        engine = self.ready_engine()
+        return call_engine(engine, lambda e: self.observer.snapshot(e))
 
     @property
     def model_id(self) -> str:
@@ -105,6 +148,12 @@ class ServerState:
         self.engine = engine
         self.status = READY
 
+    def install(self, engine) -> None:
+        """Serve with ``engine``, the model reloaded after sleep (same chat template)."""
+        self._wire(engine)
+        self.engine = engine
+        self.status = READY
+
     def _wire(self, engine) -> None:
         """Metrics hooks and the system prompt, before any request can reach the engine."""
         self.observer.bind(engine)
@@ -123,6 +172,24 @@ class ServerState:
     def assistant_name(self) -> str:
         return self.system.assistant_name
 
+    @property
+    def chat_format(self):
+        """The chat format (tool calls, reasoning) of the template in use, detected once."""
+        template = self.chat_template
+        cached = getattr(self, "_chat_format", None)
+        if cached is None or cached[0] is not template:
+            from .chat_formats import ChatFormat, detect_format
+            fmt = ChatFormat() if self.settings.skip_chat_parsing or template is None \
+                else detect_format(template)
+            cached = self._chat_format = (template, fmt)
+        return cached[1]
+
+    @property
+    def template_kwargs(self) -> dict:
+        """--chat-template-kwargs, parsed (checked at startup)."""
+        raw = self.settings.chat_template_kwargs
+        return json.loads(raw) if raw else {}
+
     def chat_template_source(self) -> str:
         """The Jinja source of the chat template in use ("" until the model is loaded)."""
         return self.chat_template.source if self.chat_template is not None else ""
@@ -138,8 +205,22 @@ def check_startup_settings(settings) -> None:
         except ChatTemplateError as exc:
             which = "--chat-template-file" if settings.chat_template_file else "--chat-template"
             raise SystemExit(f"error: {which}: {exc}") from None
-    if settings.pooling == "rank":
-        raise SystemExit("error: --pooling rank is for reranking, which is not supported yet")
+    if settings.chat_template_kwargs:
+        try:
+            kwargs = json.loads(settings.chat_template_kwargs)
+        except ValueError as exc:
+            raise SystemExit(f"error: --chat-template-kwargs is not valid JSON: {exc}") from None
+        if not isinstance(kwargs, dict):
+            raise SystemExit("error: --chat-template-kwargs must be a JSON object")
+        if "enable_thinking" in kwargs and not isinstance(kwargs["enable_thinking"], bool):
+            raise SystemExit("error: --chat-template-kwargs: enable_thinking must be true or false")
+    if settings.reasoning_budget is not None and settings.reasoning_budget < -1:
+        raise SystemExit("error: --reasoning-budget must be -1 (unlimited) or more")
+    if settings.pooling == "rank" and not settings.embeddings:
+        raise SystemExit("error: --pooling rank serves reranking only: start the server with "
+                         "--reranking (or --embeddings --pooling rank)")
+    if settings.sleep_idle_seconds == 0 or settings.sleep_idle_seconds < -1:
+        raise SystemExit("error: --sleep-idle-seconds must be -1 (never) or a number of seconds >= 1")
     if settings.grp_attn_n != 1:
         from llama_lib.engine.self_extend import GroupAttention
         try:
@@ -218,6 +299,9 @@ def build_engine(settings, bridge=None):
         yarn_beta_slow=settings.yarn_beta_slow, yarn_orig_ctx=settings.yarn_orig_ctx,
         defrag_thold=settings.defrag_thold, offload_kqv=settings.kv_offload,
         kv_unified=kv_unified))
+    if settings.embeddings and settings.pooling == "rank":
+        from .routes.rerank import check_reranker
+        check_reranker(model)
     from sampling import make_sampler
     engine = Engine(model, ctx, EngineConfig(
         n_slots=n_parallel, n_batch=n_batch, cont_batching=settings.cont_batching,

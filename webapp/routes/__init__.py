@@ -10,7 +10,7 @@ logger = logging.getLogger(__name__)
 
 # module name -> factory(state) -> Blueprint. Families whose module is absent are skipped.
 FAMILIES = ["native", "models", "openai_chat", "openai_completions", "embeddings", "slots",
-            "metrics", "ui", "infill", "lora", "openapi"]
+            "metrics", "ui", "infill", "lora", "openapi", "rerank", "anthropic", "responses"]
 
 
 def register_blueprints(app, state) -> None:
