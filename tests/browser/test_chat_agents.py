@@ -52,7 +52,8 @@ def test_tool_calls_show_with_name_and_arguments(new_page, srv):
 
     def with_tools(route):
         body = json.loads(route.request.post_data)
-        body.update(tools=[WEATHER], tool_choice="required", reasoning_budget_tokens=0)
+        body.update(tools=[WEATHER], tool_choice="required", parallel_tool_calls=False,
+                    reasoning_budget_tokens=0)
         route.continue_(post_data=json.dumps(body))
     page.route("**/v1/chat/completions", with_tools)
     reply = send_chat(page, "Weather in Paris?")
