@@ -11,15 +11,14 @@ from __future__ import annotations
 import functools
 import json
 import random
-import re
 
 import pytest
 
 import llama_lib
-from sampling.grammar import GrammarConstraint, LazyGrammarConstraint, validate_grammar
+from sampling.grammar import LazyGrammarConstraint, validate_grammar
 from tests import sdist
 from webapp.chat_formats import functionary, generic, hermes, llama3, mistral, registry
-from webapp.chat_formats.base import ChatMessage, ParseOptions, ToolCall, ToolChoice, ToolSpec, is_prefix_of
+from webapp.chat_formats.base import ParseOptions, ToolChoice, ToolSpec
 from webapp.chat_formats.functionary import FunctionaryV31Format, FunctionaryV32Format
 from webapp.chat_formats.generic import GenericFormat, describe_tools, fold_system_message
 from webapp.chat_formats.grammar import trigger_anywhere
@@ -30,24 +29,15 @@ from webapp.chat_formats.mistral import MinistralFormat, MistralNemoFormat, Mist
 from webapp.chat_formats.stream import MessageStream
 from webapp.chat_template import ChatTemplate, ChatTemplateError
 
-WEATHER = ToolSpec("get_weather", "Get the weather.", {
-    "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-    "required": ["city"]})
-TIME = ToolSpec("get_time", "The time.", {"type": "object", "properties": {"tz": {"type": "string"}}})
+from .chat_format_checks import (AUTO, NAMED, NO_TOOLS, PARIS, REQUIRED, TIME, UTC, WEATHER, accepts,
+                                 check_streaming, load_template, msg, same, single_token, trigger_start)
+
 PYTHON = ToolSpec("python", "Run Python.", {"type": "object", "properties": {"code": {"type": "string"}},
                                            "required": ["code"]})
 SEARCH = ToolSpec("brave_search", "Search.", {"type": "object", "properties": {"query": {"type": "string"}}})
 TOOLS = [WEATHER, TIME, PYTHON, SEARCH]
 OPTS = ParseOptions(tool_names=frozenset(t.name for t in TOOLS))
 FORCED = ParseOptions(tool_names=OPTS.tool_names, thinking_forced_open=True)
-NO_TOOLS = ParseOptions(parse_tool_calls=False)
-
-PARIS = '{"city": "Paris"}'
-UTC = '{"tz": "UTC"}'
-
-
-def msg(content="", reasoning="", calls=()):
-    return ChatMessage(content, reasoning, [ToolCall(*c) for c in calls])
 
 
 # --- detection ------------------------------------------------------------------------------
@@ -72,10 +62,6 @@ DETECTED = {
 }
 MINE = {"hermes", "llama3", "mistral-nemo", "ministral", "mistral-small", "functionary-v3.1",
         "functionary-v3.2", "generic"}
-
-
-def load_template(name: str) -> ChatTemplate:
-    return ChatTemplate(sdist.template_source(name), bos_token="<s>", eos_token="</s>")
 
 
 @functools.cache
@@ -114,52 +100,6 @@ def test_detection_never_raises_and_my_formats_claim_no_foreign_template():
             # JSON is common): it must render calls the way the format reads them
             assert claimed == ["hermes"] and '"arguments": ' in probe(name).with_call, (name, claimed)
         assert GenericFormat.detect(probe(name))
-
-
-# --- streaming harness ----------------------------------------------------------------------
-
-def deltas_add_up(fmt, text: str, opts: ParseOptions, chunks: list[int]) -> ChatMessage:
-    """Push ``text`` in chunks through a MessageStream; rebuild the message from the deltas."""
-    stream = MessageStream(fmt, opts)
-    deltas, pos = [], 0
-    for size in chunks:
-        pos = min(len(text), pos + size)
-        deltas += stream.push(text[:pos])
-    last, final = stream.finish(text)
-    deltas += last
-    got = ChatMessage()
-    for d in deltas:
-        got.content += d.get("content", "")
-        got.reasoning_content += d.get("reasoning_content", "")
-        for tc in d.get("tool_calls", []):
-            if tc["index"] == len(got.tool_calls):
-                got.tool_calls.append(ToolCall(tc["function"]["name"], "", tc["id"]))
-            got.tool_calls[tc["index"]].arguments += tc["function"].get("arguments", "")
-    assert [c.id for c in got.tool_calls] == [c.id for c in final.tool_calls]
-    return got
-
-
-def check_streaming(fmt, text: str, opts: ParseOptions) -> ChatMessage:
-    final = fmt.parse(text, False, opts)
-    previous = ChatMessage()
-    for k in range(len(text) + 1):
-        part = fmt.parse(text[:k], True, opts)
-        assert is_prefix_of(part, final), (text[:k], part, final)
-        assert is_prefix_of(previous, part), (text[:k], previous, part)
-        previous = part
-    rng = random.Random(len(text))
-    for chunks in ([1] * len(text), [rng.randint(1, 7) for _ in range(len(text))]):
-        got = deltas_add_up(fmt, text, opts, chunks)
-        assert (got.content, got.reasoning_content) == (final.content, final.reasoning_content)
-        assert [(c.name, c.arguments) for c in got.tool_calls] == \
-            [(c.name, c.arguments) for c in final.tool_calls]
-    return final
-
-
-def same(got: ChatMessage, want: ChatMessage, ids: bool = True) -> bool:
-    def calls(m):
-        return [(c.name, c.arguments, c.id if ids else "") for c in m.tool_calls]
-    return (got.content, got.reasoning_content) == (want.content, want.reasoning_content) and calls(got) == calls(want)
 
 
 # --- parsing: canned outputs ------------------------------------------------------------------
@@ -436,34 +376,6 @@ def test_generic_merges_tool_results_with_the_next_user_message():
 
 
 # --- grammars -------------------------------------------------------------------------------
-
-def single_token(vocab):
-    return lambda text: len(vocab.tokenize(text, add_special=False, parse_special=True)) == 1
-
-
-def accepts(vocab, gbnf: str, text: str) -> bool:
-    """Feed ``text`` token by token: every token allowed, and end-of-generation after it."""
-    with GrammarConstraint(vocab, gbnf) as g:
-        for token in vocab.tokenize(text, add_special=False, parse_special=False):
-            if not g.allows(token):
-                return False
-            g.accept(token)
-        return g.allows(vocab.eos)
-
-
-def trigger_start(plan, text: str) -> int:
-    """Where a lazy grammar would start in ``text`` (libllama: a trigger word, or a pattern
-    searched anywhere, from its first non-empty group)."""
-    starts = [text.find(w) for w in plan.trigger_words if w in text]
-    for pattern in plan.trigger_patterns:
-        m = re.search(pattern, text)
-        if m:
-            groups = [m.start(i) for i in range(1, (m.lastindex or 0) + 1) if m.end(i) > m.start(i)]
-            starts.append(groups[0] if groups else m.start())
-    return min(starts) if starts else -1
-
-
-REQUIRED, AUTO, NAMED = ToolChoice("required"), ToolChoice("auto"), ToolChoice("named", "get_time")
 
 # format, one call to get_weather, one to get_time, the separator between parallel calls,
 # and (auto mode) text the model may write before the grammar starts

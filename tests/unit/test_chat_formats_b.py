@@ -16,37 +16,26 @@ import re
 import pytest
 
 import llama_lib
-from sampling.grammar import GrammarConstraint, LazyGrammarConstraint, validate_grammar
+from sampling.grammar import LazyGrammarConstraint, validate_grammar
 from tests import sdist
 from webapp.chat_formats import registry
-from webapp.chat_formats.base import ChatMessage, ParseOptions, ToolCall, ToolChoice, ToolSpec, is_prefix_of
+from webapp.chat_formats.base import ParseOptions, ToolChoice, ToolSpec
 from webapp.chat_formats.command_r import CommandR7BFormat
 from webapp.chat_formats.deepseek import DeepSeekR1Format, DeepSeekV3Format, DeepSeekV4Format, DeepSeekV32Format
 from webapp.chat_formats.gpt_oss import GptOssFormat
 from webapp.chat_formats.grammar import GrammarBuilder, reasoning_block, regex_escape, text_without
 from webapp.chat_formats.granite import Granite4Format, GraniteFormat
 from webapp.chat_formats.qwen3_coder import Qwen3CoderFormat, Qwen3CoderThinkingFormat, typed_value
-from webapp.chat_formats.stream import MessageStream
-from webapp.chat_template import ChatTemplate
 
-WEATHER = ToolSpec("get_weather", "Get the weather.", {
-    "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-    "required": ["city"]})
-TIME = ToolSpec("get_time", "The time.", {"type": "object", "properties": {"tz": {"type": "string"}}})
+from .chat_format_checks import (AUTO, NAMED, NO_TOOLS, PARIS, REQUIRED, TIME, UTC, WEATHER, accepts,
+                                 check_streaming, load_template, msg, same, single_token, trigger_start)
+
 TOOLS = [WEATHER, TIME]
 NAMES = frozenset(t.name for t in TOOLS)
 SCHEMAS = {t.name: t.parameters for t in TOOLS}
 OPTS = ParseOptions(tool_names=NAMES, tool_schemas=SCHEMAS)
 FORCED = ParseOptions(tool_names=NAMES, tool_schemas=SCHEMAS, thinking_forced_open=True)
-NO_TOOLS = ParseOptions(parse_tool_calls=False)
 RAW = ParseOptions(tool_names=NAMES, reasoning_format="none")
-
-PARIS = '{"city": "Paris"}'
-UTC = '{"tz": "UTC"}'
-
-
-def msg(content="", reasoning="", calls=()):
-    return ChatMessage(content, reasoning, [ToolCall(*c) for c in calls])
 
 
 # --- detection ------------------------------------------------------------------------------
@@ -73,10 +62,6 @@ MINE = {"deepseek-r1", "deepseek-v3", "deepseek-v3.2", "deepseek-v4", "qwen3-cod
         "command-r7b", "granite", "granite-4", "gpt-oss"}
 
 
-def load_template(name: str) -> ChatTemplate:
-    return ChatTemplate(sdist.template_source(name), bos_token="<s>", eos_token="</s>")
-
-
 @pytest.mark.parametrize("name,expected", sorted(DETECTED.items()), ids=sorted(DETECTED))
 def test_the_template_is_detected_as_its_format(name, expected):
     assert registry.detect_format(load_template(name)).name == expected
@@ -93,50 +78,6 @@ def test_my_formats_claim_no_other_template():
         probe = registry.probe_template(load_template(name))
         claimed = [cls.name for cls in mine if cls.detect(probe)]
         assert claimed == ([DETECTED[name]] if name in DETECTED else []), (name, claimed)
-
-
-# --- streaming harness ----------------------------------------------------------------------
-
-def deltas_add_up(fmt, text: str, opts: ParseOptions, chunks: list[int]) -> ChatMessage:
-    """Push ``text`` in chunks through a MessageStream; rebuild the message from the deltas."""
-    stream = MessageStream(fmt, opts)
-    deltas, pos = [], 0
-    for size in chunks:
-        pos = min(len(text), pos + size)
-        deltas += stream.push(text[:pos])
-    last, _ = stream.finish(text)
-    deltas += last
-    got = ChatMessage()
-    for d in deltas:
-        got.content += d.get("content", "")
-        got.reasoning_content += d.get("reasoning_content", "")
-        for tc in d.get("tool_calls", []):
-            if tc["index"] == len(got.tool_calls):
-                got.tool_calls.append(ToolCall(tc["function"]["name"], ""))
-            got.tool_calls[tc["index"]].arguments += tc["function"].get("arguments", "")
-    return got
-
-
-def check_streaming(fmt, text: str, opts: ParseOptions) -> ChatMessage:
-    final = fmt.parse(text, False, opts)
-    previous = ChatMessage()
-    for k in range(len(text) + 1):
-        part = fmt.parse(text[:k], True, opts)
-        assert is_prefix_of(part, final), (text[:k], part, final)
-        assert is_prefix_of(previous, part), (text[:k], previous, part)
-        previous = part
-    rng = random.Random(len(text))
-    for chunks in ([1] * len(text), [rng.randint(1, 9) for _ in range(len(text))]):
-        got = deltas_add_up(fmt, text, opts, chunks)
-        assert (got.content, got.reasoning_content) == (final.content, final.reasoning_content)
-        assert [(c.name, c.arguments) for c in got.tool_calls] == \
-            [(c.name, c.arguments) for c in final.tool_calls]
-    return final
-
-
-def same(got: ChatMessage, want: ChatMessage) -> bool:
-    return (got.content, got.reasoning_content, [(c.name, c.arguments, c.id) for c in got.tool_calls]) == \
-        (want.content, want.reasoning_content, [(c.name, c.arguments, c.id) for c in want.tool_calls])
 
 
 # --- parsing: canned outputs ------------------------------------------------------------------
@@ -305,7 +246,7 @@ def test_malformed_calls_are_content(fmt, text, opts, expected):
 
 @pytest.mark.parametrize("fmt,text,opts,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_canned_output_parses_whole_and_streamed(fmt, text, opts, expected):
-    final = check_streaming(fmt(), text, opts)
+    final = check_streaming(fmt(), text, opts, max_chunk=9, ids=False)
     assert same(final, expected), final
     for call in final.tool_calls:
         assert isinstance(json.loads(call.arguments), dict)
@@ -319,7 +260,7 @@ def test_xml_values_are_typed_by_the_schema():
     opts = ParseOptions(tool_schemas={"f": schema})
     text = xml_call("f", s="42", n="4.5", b="true", o='{"k": [1]}', a="[1, 2]", either="7", e="2", any="null",
                     extra="x")
-    args = json.loads(check_streaming(fmt, text, opts).tool_calls[0].arguments)
+    args = json.loads(check_streaming(fmt, text, opts, max_chunk=9, ids=False).tool_calls[0].arguments)
     assert args == {"s": "42", "n": 4.5, "b": True, "o": {"k": [1]}, "a": [1, 2], "either": 7, "e": 2,
                     "any": None, "extra": "x"}
     # text that is not JSON stays a string, whatever the schema says
@@ -382,34 +323,6 @@ def vocab():
     return llama_lib.Model(path, llama_lib.ModelParams(vocab_only=True)).vocab
 
 
-def single_token(vocab):
-    return lambda text: len(vocab.tokenize(text, add_special=False, parse_special=True)) == 1
-
-
-def accepts(vocab, gbnf: str, text: str, parse_special: bool = False) -> bool:
-    """Feed ``text`` token by token: every token allowed, and end-of-generation after it."""
-    with GrammarConstraint(vocab, gbnf) as g:
-        for token in vocab.tokenize(text, add_special=False, parse_special=parse_special):
-            if not g.allows(token):
-                return False
-            g.accept(token)
-        return g.allows(vocab.eos)
-
-
-def trigger_start(plan, text: str) -> int:
-    """Where a lazy grammar would start in ``text``: a trigger word, or a pattern (``^...$``:
-    matched against all the text, as libllama does) from its first non-empty group."""
-    starts = [text.find(w) for w in plan.trigger_words if w in text]
-    for pattern in plan.trigger_patterns:
-        m = re.fullmatch(pattern, text) if pattern.startswith("^") and pattern.endswith("$") \
-            else re.search(pattern, text)
-        if m:
-            groups = [m.start(i) for i in range(1, (m.lastindex or 0) + 1) if m.end(i) > m.start(i)]
-            starts.append(groups[0] if groups else m.start())
-    return min(starts) if starts else -1
-
-
-REQUIRED, AUTO, NAMED = ToolChoice("required"), ToolChoice("auto"), ToolChoice("named", "get_time")
 W_GRAMMAR_ARGS = '{"city": "Paris", "days": 3}'
 
 # format, how the calls to get_weather (W) and get_time (T) read when the grammar writes them
