@@ -6,7 +6,8 @@ llama-server) or ``X-Api-Key: <key>``. Exempt, as in llama-server: ``/health`` a
 ``/v1/health``, CORS preflight (``OPTIONS``: browsers send no credentials there), and GET
 requests for the web front end (``/``, the ``ui`` blueprint's pages and ``/static/...``
 files), which hold no model output; also ``/openapi.json``, which only describes the API.
-Anything else without a valid key gets 401 in the OpenAI error shape.
+Anything else without a valid key gets 401 in the route's error shape (OpenAI's; Anthropic's
+on the Anthropic Messages routes).
 
 A key file holds one key per line; blank lines and lines starting with ``#`` are ignored.
 A file that cannot be read, or holds no key, stops startup: an empty file must not quietly
@@ -21,9 +22,9 @@ from __future__ import annotations
 import hmac
 import logging
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, current_app, request
 
-from .errors import error_body
+from .errors import ApiError
 
 __all__ = ["install_auth", "load_keys", "key_matches", "has_valid_key"]
 
@@ -100,6 +101,6 @@ def install_auth(app: Flask, state) -> None:
         if _is_exempt() or key_matches(_presented_key(), keys):
             return None
         logger.warning("unauthorized request to %s: invalid API key", request.path)
-        response = jsonify(error_body("Invalid API Key", "authentication_error", 401))
-        response.status_code = 401
-        return response
+        # raised, not answered here: the route's blueprint picks the error shape (Anthropic's
+        # on /v1/messages)
+        raise ApiError("Invalid API Key", "authentication_error", 401)

@@ -1,4 +1,7 @@
-"""One error shape for every route: OpenAI's {"error": {"code", "message", "type"}}."""
+"""One error shape for every route: OpenAI's {"error": {"code", "message", "type"}}.
+
+The Anthropic Messages routes answer the same errors in Anthropic's shape
+(:func:`anthropic_error_body`), through their blueprint's handlers."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +10,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 __all__ = ["ApiError", "BadRequest", "error_body", "register_error_handlers", "STATUS_OF_TYPE",
-           "error_for"]
+           "error_for", "http_error", "anthropic_error_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,31 @@ def error_body(message: str, type_: str, status: int, **extra) -> dict:
     return {"error": err}
 
 
+def http_error(exc: HTTPException) -> ApiError:
+    """A routing or protocol error (404, 405, 413...) as the ApiError it answers."""
+    status = exc.code or 500
+    type_ = _TYPE_OF_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    message = "File Not Found" if status == 404 else (exc.description or exc.name)
+    return ApiError(message, type_, status)
+
+
+# Anthropic's names for our error kinds; the HTTP status stays ours.
+_ANTHROPIC_TYPE = {"exceed_context_size_error": "invalid_request_error",
+                   "not_supported_error": "invalid_request_error",
+                   "server_error": "api_error", "unavailable_error": "overloaded_error"}
+_ANTHROPIC_TYPE_OF_STATUS = {413: "request_too_large", 429: "rate_limit_error"}
+
+
+def anthropic_error_body(exc: ApiError, request_id: str = "") -> dict:
+    """Anthropic's error shape, ``{"type": "error", "error": {"type", "message"}}``; the error
+    also keeps ``code`` (the HTTP status), as on every other route."""
+    type_ = _ANTHROPIC_TYPE_OF_STATUS.get(exc.status) or _ANTHROPIC_TYPE.get(exc.type, exc.type)
+    body = {"type": "error", "error": {"type": type_, "message": exc.message, "code": exc.status}}
+    if request_id:
+        body["request_id"] = request_id
+    return body
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -73,12 +101,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        status = exc.code or 500
-        type_ = _TYPE_OF_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
-        message = "File Not Found" if status == 404 else (exc.description or exc.name)
-        response = jsonify(error_body(message, type_, status))
-        response.status_code = status
-        return response
+        return _api_error(http_error(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -355,6 +355,8 @@ class ChatCall:
                               special=setup.fmt.needs_special_tokens,
                               wrap_sampler=self._budget_wrapper())
         self.requests = submit_choices(state, engine, body, [setup.tokens], self.gen)
+        # each choice's final event once it is known (the translating routes read stop words)
+        self.finals: list[FinalEvent | None] = [None] * self.gen.n
         self.meta = {"id": completion_id("chatcmpl"), "created": now(),
                      "model": response_model(body, state), "system_fingerprint": fingerprint()}
 
@@ -378,6 +380,7 @@ class ChatCall:
     def response(self) -> dict:
         choices = collect_choices(self.engine, self.requests)
         finals = [c["final"] for c in choices]
+        self.finals = finals
         out = []
         for i, c in enumerate(choices):
             msg = self.message(c["text"])
@@ -439,6 +442,7 @@ class ChatCall:
                 found, msg = streams[i].finish("".join(texts[i]))
                 yield from deltas(i, found)
                 finals[i] = final
+                self.finals[i] = final
                 yield self._chunk([{"index": i, "delta": {}, "logprobs": None,
                                     "finish_reason": chat_finish_reason(final, msg)}],
                                   timings=final.timings)
