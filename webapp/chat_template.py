@@ -211,6 +211,7 @@ _OPTIONAL_FIELDS = (
     ("name", str, "a string"),
     ("tool_call_id", str, "a string"),
     ("tool_calls", list, "an array"),
+    ("reasoning_content", str, "a string"),   # past thoughts, for templates that render them
 )
 
 

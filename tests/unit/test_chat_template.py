@@ -469,3 +469,18 @@ def test_tojson_serializes_jinja_lazy_sequences_as_lists():
     assert out == '[{"name": "f"}]'
     with pytest.raises(ChatTemplateError):
         ChatTemplate("{{ raise_exception | tojson }}").render([{"role": "user", "content": "x"}])
+
+
+def test_past_reasoning_content_reaches_templates_that_render_it():
+    from tests.sdist import template_source
+    t = ChatTemplate(template_source("Qwen-Qwen3-0.6B"))
+    messages = normalize_messages([
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "two and two make four"},
+        {"role": "user", "content": "and 3+3?"}])
+    assert messages[1]["reasoning_content"] == "two and two make four"
+    # Qwen 3 keeps the thoughts of the turn after the last user query only; render that case
+    out = t.render(messages[:2], add_generation_prompt=False)
+    assert "<think>\ntwo and two make four\n</think>" in out
+    with pytest.raises(ChatTemplateError, match="reasoning_content"):
+        normalize_messages([{"role": "assistant", "content": "x", "reasoning_content": 5}])
