@@ -140,6 +140,48 @@ def copy_with_metadata(src: str, dst: str, overrides: dict[str, tuple[object, T]
     return dst
 
 
+def _raw_array_overrides(layout: Layout, renamed: dict[int, str], token_type: int) -> dict[str, bytes]:
+    """New raw values (type included) of ``tokenizer.ggml.tokens`` and ``.token_type`` with
+    the tokens in ``renamed`` given new text and ``token_type``."""
+    raws = {k: raw for k, raw, _ in layout.kv}
+    out = {}
+    raw = raws["tokenizer.ggml.tokens"]
+    _t, sub, n = struct.unpack_from("<IIQ", raw, 0)
+    pos, items = 16, []
+    for _ in range(n):
+        (length,) = struct.unpack_from("<Q", raw, pos)
+        items.append(raw[pos + 8:pos + 8 + length].decode("utf-8"))
+        pos += 8 + length
+    for i, text in renamed.items():
+        items[i] = text
+    out["tokenizer.ggml.tokens"] = raw[:16] + b"".join(_string_bytes(t) for t in items)
+    raw = raws["tokenizer.ggml.token_type"]
+    _t, sub, n = struct.unpack_from("<IIQ", raw, 0)
+    types = list(struct.unpack_from(f"<{n}i", raw, 16))
+    for i in renamed:
+        types[i] = token_type
+    out["tokenizer.ggml.token_type"] = raw[:16] + struct.pack(f"<{n}i", *types)
+    return out
+
+
+def renamed_tokens_model(src: str, dst: str, renamed: dict[int, str], *, token_type: int = 4) -> str:
+    """``src`` with some tokens given new text (e.g. unused special tokens turned into
+    ``<tool_call>`` / ``</tool_call>``) and token type ``token_type`` (4: user-defined, shown
+    in the output text like Qwen's ``<tool_call>``); weights and vocabulary size unchanged, so
+    a marker is one token of a real model."""
+    layout = read_layout(src)
+    raws = _raw_array_overrides(layout, renamed, token_type)
+    parts = [_string_bytes(key) + raws.get(key, raw) for key, raw, _value in layout.kv]
+    head = struct.pack("<IIQQ", gguf.GGUF_MAGIC, layout.version, len(layout.tensors), len(parts))
+    meta = head + b"".join(parts) + layout.tensor_info
+    meta += b"\0" * (-len(meta) % layout.alignment)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(meta)
+        fin.seek(layout.data_offset)
+        shutil.copyfileobj(fin, fout, 1 << 22)
+    return dst
+
+
 def fim_model(src: str, dst: str, *, pre: int, suf: int, mid: int, sep: int | None = None,
               rep: int | None = None) -> str:
     keys = {"tokenizer.ggml.fim_pre_token_id": pre, "tokenizer.ggml.fim_suf_token_id": suf,

@@ -208,3 +208,27 @@ def test_bad_tool_requests_are_400_naming_the_problem(generic, extra, needle):
 def test_required_without_tools_is_400(generic):
     r = generic.post("/v1/chat/completions", json={"messages": ASK, "tool_choice": "required"})
     assert r.status_code == 400 and "tools" in r.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def marker_model(tmp_path_factory, model_path):
+    """The default model with two unused special tokens (<gh_stars>, <issue_start>) renamed
+    <tool_call> and </tool_call>: the markers are single tokens of a real vocabulary."""
+    from tests.gguf_builders import renamed_tokens_model
+    dst = tmp_path_factory.mktemp("markers") / "markers.gguf"
+    return renamed_tokens_model(str(model_path), str(dst), {7: "<tool_call>", 8: "</tool_call>"})
+
+
+def test_single_token_markers_stay_single_tokens(server_factory, marker_model):
+    srv = server_factory("-m", marker_model, "-np", "1", "-c", "4096", "-t", "1",
+                         "--chat-template-file", str(template_path("Qwen-Qwen2.5-7B-Instruct")))
+    body = {"messages": ASK, "tools": [WEATHER], "tool_choice": "required", "parallel_tool_calls": False,
+            "max_tokens": 80, "temperature": 0, "logprobs": True}
+    r = srv.post("/v1/chat/completions", json=body).json()
+    choice = r["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    check_call(openai.types.chat.ChatCompletionMessageToolCall(**choice["message"]["tool_calls"][0]), WEATHER)
+    tokens = [t["token"] for t in choice["logprobs"]["content"]]
+    # the grammar wrote each marker as its token, not as "<", "tool", "_", "call", ">"
+    assert tokens[0] == "<tool_call>" and "</tool_call>" in tokens
+    assert "tool" not in tokens and "_call" not in tokens

@@ -489,3 +489,14 @@ def test_markers_that_are_single_tokens_become_token_references(vocab):
     assert "<tool_call> ws" in plan.gbnf and "ws </tool_call>" in plan.gbnf
     plan = GenericFormat().tool_grammar([WEATHER], REQUIRED, False, lambda s: True)
     assert '"<tool_call>"' in plan.gbnf, "the generic format spells its markers"
+
+
+@pytest.mark.parametrize("name, thinks", [("Qwen-Qwen2.5-7B-Instruct", False), ("Qwen-Qwen3-0.6B", True),
+                                          ("Qwen-QwQ-32B", True)])
+def test_required_grammars_offer_a_reasoning_block_only_to_templates_that_think(name, thinks):
+    """Qwen 2.5 shares Qwen 3's format but never thinks: its required grammar must not let a
+    small model wander into a <think> block it was never trained to close."""
+    fmt = registry.detect_format(ChatTemplate(sdist.template_source(name)))
+    assert fmt.name == "hermes" and fmt.template_thinks is thinks
+    plan = fmt.tool_grammar([WEATHER], ToolChoice("required"), False, lambda s: False)
+    assert ("<think>" in plan.gbnf) is thinks and not plan.lazy

@@ -120,6 +120,10 @@ class ChatFormat:
     arguments_as_object = True
     # Control tokens whose text the parser needs to see (detokenize them as text).
     needs_special_tokens = False
+    # Whether the template knows the reasoning markers (set at detection: a Qwen 2.5
+    # template shares Qwen 3's format but never thinks). Full tool grammars let the model
+    # write a reasoning block first only when it does.
+    template_thinks = True
 
     @classmethod
     def detect(cls, probe: Probe) -> bool:

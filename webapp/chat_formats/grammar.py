@@ -182,4 +182,4 @@ def reasoning_block(g: GrammarBuilder, start: str, end: str) -> str:
     its calls: ``start`` (optional, for prompts that open the block themselves), any text
     without ``end``, ``end``, whitespace. Use it as ``f"{rule}? calls"``."""
     body = text_without(g, end, "reasoning-text")
-    return g.rule(g.fresh("reasoning"), f"( {g.marker(start)} )? {body} {g.marker(end)} [ \\t\\n]*")
+    return g.rule(g.fresh("reasoning"), f"( {g.marker(start)} )? {body} {g.marker(end)} [ \\t\\n]{{0,4}}")

@@ -279,10 +279,11 @@ class CallBlockFormat(ChatFormat):
             g.rule("root", "calls")
             return GrammarPlan(g.text(), lazy=True, trigger_words=list(words or []),
                                trigger_patterns=list(patterns or []))
-        if self.reasoning_start and self.reasoning_end:
+        if self.reasoning_start and self.reasoning_end and self.template_thinks:
             body = text_without(g, self.reasoning_end, "reasoning-text")
+            # bounded: an unbounded run of newlines is a loop a small model falls into
             g.rule("reasoning", f"{g.marker(self.reasoning_start)} {body} {g.marker(self.reasoning_end)} "
-                                f"[ \\t\\n]*")
+                                f"[ \\t\\n]{{0,4}}")
             g.rule("root", "reasoning? calls")
         else:
             g.rule("root", "calls")

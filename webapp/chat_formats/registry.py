@@ -68,7 +68,9 @@ def detect_format(template) -> ChatFormat:
     for cls in _formats():
         try:
             if cls.detect(probe):
-                return cls()
+                fmt = cls()
+                fmt.template_thinks = bool(fmt.reasoning_start) and fmt.reasoning_start in probe.source
+                return fmt
         except Exception:       # a detector's bug must not stop the server; log and go on
             logger.exception("chat format detector %s failed", cls.__name__)
     return ChatFormat()

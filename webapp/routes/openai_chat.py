@@ -207,7 +207,7 @@ def _after_reasoning(plan: GrammarPlan, end: str) -> GrammarPlan:
         return plan
     gbnf = plan.gbnf.replace("root ::=", "call-root ::=", 1)
     from ..chat_formats.grammar import lit
-    gbnf = f'root ::= {lit(end)} ws-after-reasoning call-root\nws-after-reasoning ::= [ \\t\\n]*\n' + gbnf
+    gbnf = f'root ::= {lit(end)} ws-after-reasoning call-root\nws-after-reasoning ::= [ \\t\\n]{{0,4}}\n' + gbnf
     return GrammarPlan(gbnf, lazy=True, trigger_patterns=["(" + regex_escape(end) + ")"])
 
 
