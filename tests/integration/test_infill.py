@@ -111,6 +111,18 @@ def test_streaming_infill_matches_the_plain_answer(psm):
 
 
 @pytest.mark.slow
+def test_infill_takes_response_fields_return_tokens_and_n_cmpl(psm):
+    body = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 4, "temperature": 0,
+            "ignore_eos": True, "return_tokens": True}
+    whole = post_ok(psm, "/infill", **body)
+    assert len(whole["tokens"]) == 4
+    shaped = post_ok(psm, "/infill", **body, response_fields=["content", "timings/predicted_n"])
+    assert shaped == {"content": whole["content"], "timings/predicted_n": 4}
+    r = psm.post("/infill", json={**body, "n_cmpl": 2})       # one slot: at most one completion
+    assert r.status_code == 400 and "n_cmpl" in r.json()["error"]["message"]
+
+
+@pytest.mark.slow
 def test_a_model_without_fim_tokens_answers_501(server_factory):
     r = server_factory("-t", "1", "-np", "1", "-c", "512").post("/infill", json={"input_prefix": "a", "input_suffix": "b"})
     assert r.status_code == 501

@@ -22,7 +22,7 @@ from flask import Blueprint
 
 from ..completion import json_body, parse_options, sampling_for
 from ..errors import ApiError, BadRequest
-from .native import respond
+from .native import ResponseShape, parse_n_cmpl, respond
 
 __all__ = ["make_blueprint", "format_infill"]
 
@@ -57,7 +57,8 @@ def make_blueprint(state) -> Blueprint:
             vocab.tokenize(prompt, add_special=False, parse_special=True) if prompt else [],
             n_batch=engine.scheduler.n_batch, n_ctx=engine.n_ctx_slot, n_predict=n_predict,
             spm=state.settings.spm_infill)
-        return respond(state, engine, [tokens], [tokens], False, options, params, system_prompt=False)
+        return respond(state, engine, [tokens], [tokens], False, options, params, system_prompt=False,
+                       n_cmpl=parse_n_cmpl(body, engine), shape=ResponseShape.parse(body))
 
     return bp
 
