@@ -197,6 +197,23 @@ def test_embedding_requests_get_a_batch_of_their_own_with_every_output():
     assert all(e.slot.request.options.embedding for e in plan.entries)   # no generation inside
 
 
+def test_rank_pooling_puts_one_input_in_each_batch():
+    """pooled_inputs_per_batch=1 (reranking: libllama mixes up rank-pooled sequences that
+    share a batch): the inputs go one per batch, in order, and all are evaluated."""
+    s = Scheduler(n_slots=3, n_ctx_slot=64, n_batch=64, pooled_inputs_per_batch=1)
+    for toks in ([4, 5], [6, 7, 8], [9]):
+        s.add(req(toks, embedding=True))
+    seen = []
+    for _ in range(6):
+        plan, results = run_step(s)
+        if plan.entries:
+            assert plan.embedding and len(plan.entries) == 1
+            seen.append(plan.entries[0].tokens)
+        for slot, _tok in results:
+            s.finish(slot, Status.FINISHED_LIMIT)      # the engine reads the vector and ends it
+    assert seen == [[4, 5], [6, 7, 8], [9]]
+
+
 def test_embeddings_and_generation_take_turns_so_neither_starves():
     s = Scheduler(n_slots=3, n_ctx_slot=256, n_batch=64)
     s.add(req([1, 2, 3]))
