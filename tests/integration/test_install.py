@@ -42,6 +42,14 @@ def test_the_wheel_holds_every_static_file(wheel_names):
     assert expected and expected <= wheel_names, sorted(expected - wheel_names)
 
 
+def test_the_wheel_holds_every_python_module(wheel_names):
+    """Every package of the source tree is in the wheel (a package missing from
+    pyproject.toml's list is a server that fails to import once installed)."""
+    expected = {str(p.relative_to(ROOT)) for top in ("llama_lib", "sampling", "webapp")
+                for p in (ROOT / top).rglob("*.py") if "__pycache__" not in p.parts}
+    assert expected and expected <= wheel_names, sorted(expected - wheel_names)
+
+
 def test_the_wheel_holds_the_compiled_cython_modules(wheel_names):
     for pyx in sorted((ROOT / "sampling").glob("*.pyx")):
         stem = f"sampling/{pyx.stem}."
