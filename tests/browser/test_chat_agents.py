@@ -39,8 +39,10 @@ def test_reasoning_shows_in_a_collapsible_block(new_page, srv):
     box.locator("summary").click()
     thought = box.locator(".reasoning-text").inner_text()
     assert thought.strip() and "<think>" not in thought and "</think>" not in thought
+    # the block's end marker is not shown (the model may write the marker again later, as
+    # text of its answer: the first one ends the reasoning)
     answer = reply.locator(".content").inner_text()
-    assert "</think>" not in answer
+    assert not answer.lstrip().startswith("</think>")
     screenshot(page, "chat-reasoning")
 
 
