@@ -20,7 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import _log, _raw
+from . import _log, _raw, _raw_mtmd
 from .errors import LibraryNotFound, LlamaError
 
 __all__ = ["load", "find_library_dir", "library", "cpu_backend_has_amx"]
@@ -127,7 +127,8 @@ def load(lib_path: str | None = None) -> _raw.Bound:
             try:
                 mcdll = ctypes.CDLL(str(mtmd))
                 _handles.append(mcdll)
-                lib.mtmd = _raw.bind(mcdll, str(mtmd), _raw.MTMD_FUNCTIONS)
+                lib.mtmd = _raw.bind(mcdll, str(mtmd), _raw_mtmd.FUNCTIONS)
+                _log.install_mtmd(lib.mtmd)
             except OSError as exc:
                 logger.debug("libmtmd not loaded: %s", exc)
         logger.info("libllama %s from %s", (lib.llama_version() or b"?").decode(), folder)

@@ -54,3 +54,8 @@ _callback = _raw.ggml_log_callback(_on_log)
 
 def install(lib) -> None:
     lib.llama_log_set(_callback, None)
+
+
+def install_mtmd(mtmd) -> None:
+    """libmtmd (and its helpers) log through their own setter; same route, same ring."""
+    mtmd.mtmd_helper_log_set(_callback, None)

@@ -57,14 +57,19 @@ def resolve_model(settings) -> None:
         settings.model = fetch_hf(repo, settings.hf_file, settings.hf_token, dest)
     elif settings.hf_file:
         raise DownloadError("--hf-file needs --hf-repo")
+    mmproj_url = getattr(settings, "mmproj_url", None)
+    if mmproj_url and not getattr(settings, "no_mmproj", False):
+        # -mmu: the projector, the same way (-mm with it: the path to save it as)
+        mm_dest = settings.mmproj if "mmproj" in explicit else None
+        settings.mmproj = fetch_url(mmproj_url, mm_dest, flag="--mmproj-url")
 
 
 # --- plain URLs -------------------------------------------------------------------------
-def fetch_url(url: str, dest: str | None = None, *, stream=None) -> str:
+def fetch_url(url: str, dest: str | None = None, *, stream=None, flag: str = "--model-url") -> str:
     base, _, fragment = url.partition("#")
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise DownloadError(f"--model-url must be an http(s) URL, not {url!r}")
+        raise DownloadError(f"{flag} must be an http(s) URL, not {url!r}")
     sha256 = _checksum(fragment)
     if dest is None:
         name = parts.path.rsplit("/", 1)[-1]

@@ -380,3 +380,19 @@ def test_create_app_from_the_environment_downloads_too(files, cache, monkeypatch
         assert engine.model.path == str(cache / "model.gguf")
     finally:
         engine.stop()
+
+
+def test_mmu_downloads_the_projector_like_the_model(files, cache, tmp_path):
+    from webapp.cli import parse_settings
+    from webapp.download import resolve_model
+    settings = parse_settings(["-m", "model.gguf", "-mmu", files.url + "/files/payload.bin"], environ={})
+    resolve_model(settings)
+    assert settings.mmproj == str(cache / "payload.bin") and settings.model == "model.gguf"
+    dest = tmp_path / "mine-mmproj.gguf"
+    settings = parse_settings(["-m", "model.gguf", "-mmu", files.url + "/files/payload.bin", "-mm", str(dest)],
+                              environ={})
+    resolve_model(settings)
+    assert settings.mmproj == str(dest) and dest.read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match="--mmproj-url must be an http"):
+        resolve_model(parse_settings(["-m", "model.gguf", "-mmu", "ftp://x/y"], environ={}))
+

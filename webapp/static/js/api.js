@@ -18,7 +18,7 @@ export async function* streamCompletion(urls, settings, prompt, config) {
 
 /** Stream a chat reply (OpenAI `POST /v1/chat/completions`; the server applies the template). */
 export async function* streamChat(urls, settings, messages, config) {
-  const turns = messages.map(({ role, content }) => ({ role, content }));
+  const turns = messages.map(chatTurn);
   if (settings.system && settings.system.trim()) turns.unshift({ role: 'system', content: settings.system });
   const body = { messages: turns, stream: true, cache_prompt: true, ...samplingFields(settings) };
   if (settings.model) body.model = settings.model;
@@ -29,6 +29,32 @@ export async function* streamChat(urls, settings, messages, config) {
   }
   for await (const chunk of streamJSON(urls.chat, body, config)) {
     yield fromChat(chunk.data);
+  }
+}
+
+/** A message as sent: with images, a content array of a text part and `image_url` parts. */
+function chatTurn({ role, content, images }) {
+  const kept = (images || []).filter((image) => image.url);   // not those storage dropped
+  if (!kept.length) return { role, content };
+  const parts = content ? [{ type: 'text', text: content }] : [];
+  for (const image of kept) parts.push({ type: 'image_url', image_url: { url: image.url } });
+  return { role, content: parts };
+}
+
+/**
+ * Whether the server takes images (`GET /props` `modalities.vision`; in router mode the
+ * props of `model`, without loading it). null when it cannot say now: still loading, no or a
+ * wrong API key, a model not loaded.
+ */
+export async function fetchVision(url, model, apiKey) {
+  const query = model ? `?${new URLSearchParams({ model, autoload: 'false' })}` : '';
+  try {
+    const response = await fetch(url + query, { headers: apiKey ? { Authorization: `Bearer ${apiKey}` } : {} });
+    if (!response.ok) return null;
+    const props = await response.json();
+    return Boolean(props.modalities && props.modalities.vision);
+  } catch {
+    return null;
   }
 }
 

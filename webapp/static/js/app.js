@@ -2,7 +2,8 @@
 // Endpoint URLs, the model name and the server's defaults come from the page's
 // #server-config JSON block; nothing here hard-codes a URL.
 
-import { mergeToolCall, streamChat, streamCompletion } from './api.js';
+import { fetchVision, mergeToolCall, streamChat, streamCompletion } from './api.js';
+import { installAttachments, messageImages } from './attachments.js';
 import { installModelPicker } from './models.js';
 import { installProbsPopover, renderExtras, renderMeta, renderText } from './render.js';
 import { defaultSettings, readForm, writeForm } from './settings.js';
@@ -77,6 +78,7 @@ wide.addEventListener('change', () => setSettingsOpen(wide.matches && state.sett
 // Shown only when the server lists several models (router mode); requests then name one.
 const picker = installModelPicker($('model-picker'), () => apiKey, (id) => {
   document.querySelector('.model-name').hidden = Boolean(id);
+  refreshVision();
 });
 const withModel = (settings) => ({ ...settings, model: picker.current() });
 
@@ -198,7 +200,7 @@ function messageElement(msg, index) {
   const calls = document.createElement('ul');
   calls.className = 'tool-calls';
   calls.hidden = true;
-  li.append(role, reasoning, content, calls, meta);
+  li.append(role, messageImages(msg.images), reasoning, content, calls, meta);
   fillMessage(li, msg);
   return li;
 }
@@ -218,7 +220,8 @@ function renderMessages() {
 
 async function sendChat(text) {
   if (applySettingsForm()) return setSettingsOpen(true);
-  state.messages.push({ role: 'user', content: text });
+  const images = attachments.take();
+  state.messages.push(images.length ? { role: 'user', content: text, images } : { role: 'user', content: text });
   saveState(state);
   const history = state.messages.filter((m) => !m.error && (m.role === 'user' || m.content));
   const reply = { role: 'assistant', content: '', pending: true };
@@ -250,11 +253,28 @@ input.addEventListener('keydown', (e) => {
 $('chat-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const text = input.value.trim();
-  if (!text || running) return;
+  if ((!text && !attachments.count()) || running) return;
   input.value = '';
   fitInput();
   sendChat(text);
 });
+
+// Images (attachments.js): offered when /props says the server takes them.
+const attachments = installAttachments({
+  button: $('chat-attach'), input: $('chat-file'), list: $('chat-attachments'),
+  zone: $('chat-view'), notice: $('chat-attach-notice'),
+});
+let visionOf = null;   // the model (picker.current()) whose /props was read
+
+async function refreshVision() {
+  const model = picker.current();
+  if (!config.urls.chat || visionOf === model) return;
+  const vision = await fetchVision(config.urls.props, model, apiKey);
+  if (vision === null || model !== picker.current()) return;   // unknown yet: asked again later
+  visionOf = model;
+  document.body.dataset.vision = String(vision);
+  attachments.setEnabled(vision);
+}
 
 // ---------------------------------------------------------------------------- completion
 
@@ -341,5 +361,5 @@ setMode(state.mode);
 renderMessages();
 renderCompletion();
 fitInput();
-watchHealth();
+watchHealth().then(refreshVision);
 if (!config.api_key_required || apiKey) picker.refresh();   // else once the key is entered

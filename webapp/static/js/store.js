@@ -3,6 +3,9 @@
 
 const STATE_KEY = 'llama-server-py:state:v1';
 const API_KEY_KEY = 'llama-server-py:api-key';
+// A message's image (a data: URI) is kept only up to this many characters (about 750 KB of
+// file); a larger one, or every image when storage is full, is saved as its name alone.
+export const MAX_STORED_IMAGE = 1_000_000;
 
 export function emptyState() {
   return {
@@ -37,7 +40,21 @@ export function loadState() {
 }
 
 function validMessage(m) {
-  return m && (m.role === 'user' || m.role === 'assistant') && typeof m.content === 'string';
+  if (!m || (m.role !== 'user' && m.role !== 'assistant') || typeof m.content !== 'string') return false;
+  if (m.images !== undefined) {
+    m.images = Array.isArray(m.images) ? m.images.filter(validImage) : [];
+  }
+  return true;
+}
+
+function validImage(i) {
+  return i && typeof i.name === 'string' && (i.url === undefined || typeof i.url === 'string');
+}
+
+/** `m` with each image `keep(image)` refuses reduced to its name and type (no data). */
+function withImages(m, keep) {
+  if (!m.images) return m;
+  return { ...m, images: m.images.map((i) => (i.url && keep(i) ? i : { name: i.name, type: i.type })) };
 }
 
 export function saveState(state) {
@@ -46,13 +63,18 @@ export function saveState(state) {
   const messages = state.messages.map(settled);
   const output = state.completion.output;
   const completion = { prompt: state.completion.prompt, output: output ? settled(output) : null };
+  const write = (keep) => localStorage.setItem(STATE_KEY, JSON.stringify({
+    mode: state.mode, settings: state.settings, settingsOpen: state.settingsOpen,
+    messages: messages.map((m) => withImages(m, keep)), completion,
+  }));
   try {
-    localStorage.setItem(STATE_KEY, JSON.stringify({
-      mode: state.mode, settings: state.settings, settingsOpen: state.settingsOpen,
-      messages, completion,
-    }));
+    write((image) => image.url.length <= MAX_STORED_IMAGE);
   } catch {
-    // Storage full or disabled: the page still works, it just forgets on reload.
+    try {
+      write(() => false);   // storage full: the text without the images
+    } catch {
+      // Storage full or disabled: the page still works, it just forgets on reload.
+    }
   }
 }
 
