@@ -56,6 +56,20 @@ class Batch:
         self.n_tokens = end
         return end - 1
 
+    def add_singles(self, tokens, positions, seq_ids) -> int:
+        """Append one token (with logits) for each of several sequences in one vectorised
+        write; returns the batch index of the first."""
+        n = len(tokens)
+        start, end = self.n_tokens, self.n_tokens + n
+        if end > self.capacity:
+            raise ValueError(f"batch overflow: {end} > {self.capacity}")
+        self.tokens[start:end] = tokens
+        self.pos[start:end] = positions
+        self.seq[start:end] = seq_ids
+        self.logits[start:end] = 1
+        self.n_tokens = end
+        return start
+
     def add_all_outputs(self, tokens, first_pos: int, seq_id: int) -> int:
         """Append tokens with every position marked as output (embeddings)."""
         last = self.add(tokens, first_pos, seq_id, True)
