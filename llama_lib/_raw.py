@@ -1,4 +1,4 @@
-"""ctypes declarations of llama.h (and a little of mtmd.h) at llama.cpp commit 0c1e570.
+"""ctypes declarations of llama.h at llama.cpp commit 0c1e570 (mtmd.h: ``_raw_mtmd``).
 
 This is the only module of the project that imports ctypes for libllama. It holds
 declarations and nothing else: structs, callback types, and one table of functions, a
@@ -274,6 +274,8 @@ FUNCTIONS = [
     ("llama_model_n_ctx_train", [llama_model_p], c_int32),
     # int32_t llama_model_n_embd(const struct llama_model * model);
     ("llama_model_n_embd", [llama_model_p], c_int32),
+    # int32_t llama_model_n_embd_inp(const struct llama_model * model);
+    ("llama_model_n_embd_inp", [llama_model_p], c_int32),
     # int32_t llama_model_n_layer(const struct llama_model * model);
     ("llama_model_n_layer", [llama_model_p], c_int32),
     # int32_t llama_model_n_head(const struct llama_model * model);
@@ -543,18 +545,6 @@ GGML_CPU_FUNCTIONS = [
     ("ggml_cpu_has_avx512", [], c_int),
     # int ggml_cpu_has_avx2(void);
     ("ggml_cpu_has_avx2", [], c_int),
-]
-
-# mtmd.h (multimodal), declared for later use; lives in libmtmd.
-MTMD_FUNCTIONS = [
-    # const char * mtmd_default_marker(void);
-    ("mtmd_default_marker", [], c_char_p),
-    # bool mtmd_support_vision(const mtmd_context * ctx);
-    ("mtmd_support_vision", [c_void_p], c_bool),
-    # bool mtmd_support_audio(const mtmd_context * ctx);
-    ("mtmd_support_audio", [c_void_p], c_bool),
-    # void mtmd_free(mtmd_context * ctx);
-    ("mtmd_free", [c_void_p], None),
 ]
 
 

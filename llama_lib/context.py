@@ -99,6 +99,11 @@ class Context(Owner):
         # One KV buffer shared by every sequence: the slots compete for its n_ctx cells.
         self.kv_unified = bool(params.kv_unified) and self.n_seq_max > 1
         self._lora_lent = None
+        # logits of the last decode: one (n_outputs, n_vocab) view and the output row of each
+        # batch index, built on the first logits() call after a decode (see logits())
+        self._out_flags = None
+        self._out_view = None
+        self._out_rows = None
 
     @property
     def handle(self):
@@ -109,7 +114,9 @@ class Context(Owner):
     # --- compute ---------------------------------------------------------------------
     def decode(self, batch: Batch) -> None:
         """Run the batch; raises NoKvSlotError (recoverable) or DecodeError."""
+        self._out_view = None
         code = self._lib.llama_decode(self.handle, batch.struct)
+        self._out_flags = batch.logits[:batch.n_tokens].copy()
         if code != 0:
             raise decode_error(code)
 
@@ -119,11 +126,22 @@ class Context(Owner):
             raise decode_error(code)
 
     def logits(self, i: int) -> np.ndarray:
-        """Logits of batch output i, a view valid until the next decode."""
-        ptr = self._lib.llama_get_logits_ith(self.handle, i)
-        if not ptr:
+        """Logits of batch index i, a view valid until the next decode. The first call after
+        a decode takes one view of every output row (``llama_get_logits``, rows in batch
+        order) and maps batch indices to rows; later calls are a numpy row lookup: 0.9 us
+        a slot instead of 2.8 us for a ``llama_get_logits_ith`` call and a new array view
+        (measured on an idle 2-core machine; 11 us under load, issue #16)."""
+        if self._out_view is None:
+            flags = self._out_flags
+            ptr = self._lib.llama_get_logits(self.handle) if flags is not None else None
+            n_out = int(np.count_nonzero(flags)) if flags is not None else 0
+            if not ptr or not n_out:
+                raise ContextError(f"no logits for batch index {i}", log_tail=[])
+            self._out_view = np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab))
+            self._out_rows = np.cumsum(flags != 0) - 1
+        if not 0 <= i < len(self._out_rows) or self._out_flags[i] == 0:
             raise ContextError(f"no logits for batch index {i}", log_tail=[])
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return self._out_view[self._out_rows[i]]
 
     def embedding(self, i: int) -> np.ndarray:
         ptr = self._lib.llama_get_embeddings_ith(self.handle, i)
@@ -178,6 +196,28 @@ class Context(Owner):
         if n == 0:
             raise StateError(f"failed to restore sequence {seq_id} from {path}")
         return arr[:count.value]
+
+    def sequence_state(self, seq_id: int) -> bytearray:
+        """The KV state of one sequence, serialised straight into a bytearray (no extra
+        copy: a prompt state is ~23 KB per token for the default model)."""
+        size = self._lib.llama_state_seq_get_size(self.handle, seq_id)
+        data = bytearray(max(1, size))
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        n = self._lib.llama_state_seq_get_data(self.handle, buf, size, seq_id)
+        del buf          # release the export so the bytearray may be resized
+        if n != size:
+            raise StateError(f"failed to read the state of sequence {seq_id} ({n} of {size} bytes)")
+        return data
+
+    def set_sequence_state(self, data: bytearray, seq_id: int) -> None:
+        """Replace sequence ``seq_id`` with a state read by ``sequence_state``; raises
+        StateError (the sequence is then empty) when libllama refuses it (e.g. no room)."""
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        n = self._lib.llama_state_seq_set_data(self.handle, buf, len(data), seq_id)
+        del buf
+        if n != len(data):
+            self.seq_rm(seq_id, -1, -1)
+            raise StateError(f"failed to restore the state of sequence {seq_id}")
 
     # --- adapters ----------------------------------------------------------------------
     def set_lora(self, adapters, scales) -> None:

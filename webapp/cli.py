@@ -22,8 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Every flag can also be set with LLAMA_ARG_<FLAG> environment variables.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag in FLAGS:
-        help_text = flag.help + (f" [not supported yet: {flag.planned}]" if flag.planned else "")
-        kw: dict = {"dest": flag.dest, "help": help_text, "default": argparse.SUPPRESS}
+        kw: dict = {"dest": flag.dest, "help": flag.help, "default": argparse.SUPPRESS}
         if flag.kind == "on":
             kw["action"] = "store_true"
         elif flag.kind == "off":
@@ -85,11 +84,6 @@ def parse_settings(argv=None, environ=None) -> Settings:
     for flag in FLAGS:       # defaults: the first row of a destination gives it
         if flag.dest not in values:
             values[flag.dest] = list(flag.default) if isinstance(flag.default, list) else flag.default
-    planned = [f for f in FLAGS if f.planned and f.dest in explicit
-               and values[f.dest] != f.default]
-    if planned:
-        names = ", ".join(f"{f.names[-1]} ({f.planned})" for f in planned)
-        parser.error(f"not supported yet: {names}")
     settings = Settings(**values)
     settings.explicit = explicit
     if settings.reranking:   # as llama-server: embeddings on, rank pooling

@@ -244,11 +244,12 @@ def _resolve_logit_bias(params, vocab):
 
 
 def new_request(engine, tokens: list[int], options: GenerationOptions, params, *,
-                system_prompt: bool = True) -> Request:
+                system_prompt: bool = True, media: dict | None = None) -> Request:
     """One engine request, not yet submitted, with its sampler built here (grammar parsing
     and DRY tables happen on this greenlet, not on the engine thread). The server-wide
     system prompt goes in front of generation prompts (webapp/system_prompt.py); routes
-    whose prompts must stay exactly as given (infill's layout) pass ``system_prompt=False``."""
+    whose prompts must stay exactly as given (infill's layout) pass ``system_prompt=False``.
+    ``media``: the prompt's media chunks by placeholder key (webapp/media.py)."""
     if not tokens:
         raise BadRequest("the prompt is empty")
     state = current_app.extensions.get("llama")
@@ -256,7 +257,7 @@ def new_request(engine, tokens: list[int], options: GenerationOptions, params, *
         tokens, options = state.system.apply(engine.vocab, tokens, options)
     if options.id_slot >= engine.config.n_slots:
         raise BadRequest(f"'id_slot' {options.id_slot} does not exist (slots: {engine.config.n_slots})")
-    req = Request(prompt_tokens=tokens, options=options, sampling=params)
+    req = Request(prompt_tokens=tokens, options=options, sampling=params, media=media)
     if params is not None and not options.embedding:
         from llama_lib import GrammarError
         try:

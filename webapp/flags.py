@@ -1,9 +1,8 @@
 """Every llama-server command-line flag, as a table.
 
 Each row: the flag's names (short and long), its destination in ``Settings``, its kind, the
-seed's default, its help text, and whether it works here. A row marked ``planned`` is
-accepted by the parser but exits with a clear "not supported yet" error when used, so no
-flag is silently ignored. ``LLAMA_ARG_<DEST>`` environment variables (and the names listed in
+seed's default and its help text. Every flag works: none is accepted and silently ignored.
+``LLAMA_ARG_<DEST>`` environment variables (and the names listed in
 ``env``) set flags too; the command line wins.
 """
 from __future__ import annotations
@@ -20,7 +19,6 @@ class Flag:
     kind: str            # int | float | str | on | off | list | pair | choice
     default: object
     help: str
-    planned: str = ""    # non-empty: accepted but not supported yet (the message says why)
     env: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
     metavar: str | None = None
@@ -85,6 +83,9 @@ FLAGS: list[Flag] = [
     F("-dt --defrag-thold", "defrag_thold", "float", -1.0, "KV cache defragmentation threshold (< 0: off; libllama now defragments on its own)"),
     F("-nkvo --no-kv-offload", "kv_offload", "off", True, "keep the KV cache off the GPU"),
     F("--kv-unified", "kv_unified", "on", False, "one KV buffer shared by all slots (default: one per slot)"),
+    F("-cram --cache-ram", "cache_ram", "int", 8192, "host-RAM prompt cache: slot prompts evicted from the KV cache are kept in at most N MiB and restored when a request can reuse them (default: 8192, capped at a quarter of the machine's RAM; -1: no limit; 0: off)", metavar="N"),
+    F("--cache-idle-slots", "cache_idle_slots", "on", True, "save idle slots to the prompt cache when a request starts, and free their cells with a unified KV cache (default: on; needs --cache-ram)"),
+    F("--no-cache-idle-slots", "cache_idle_slots", "off", True, "do not save idle slots to the prompt cache"),
     F("--pooling", "pooling", "choice", None, "pooling for embeddings (default: the model's)", choices=("none", "mean", "cls", "last", "rank")),
     # --- rope / yarn / self-extend ----------------------------------------------------------------
     F("--rope-scaling", "rope_scaling", "choice", None, "RoPE frequency scaling method", choices=("none", "linear", "yarn")),
@@ -129,6 +130,19 @@ FLAGS: list[Flag] = [
     F("--xtc-probability", "xtc_probability", "float", 0.0, "default XTC probability"),
     F("--xtc-threshold", "xtc_threshold", "float", 0.1, "default XTC threshold"),
     F("--top-nsigma", "top_n_sigma", "float", -1.0, "default top-n-sigma (-1: off)"),
+    # --- speculative decoding (docs/server.md, "Speculative decoding") -------------------------------
+    F("--spec-type", "spec_type", "str", None, "comma-separated speculative decoding types, tried in order: ngram-simple, ngram-mod (drafts from the slot's own tokens), draft-simple (a draft model, -md), none (default: none; draft-simple with -md)", env=("LLAMA_ARG_SPEC_TYPE",), metavar="TYPES"),
+    F("--spec-default", "spec_default", "on", False, "llama-server's default speculative setup: ngram-mod with n-match 24, n-min 48, n-max 64"),
+    F("-md --model-draft --spec-draft-model", "model_draft", "str", None, "draft model for speculative decoding (same vocabulary as the model)", env=("LLAMA_ARG_SPEC_DRAFT_MODEL",), metavar="FNAME"),
+    F("-ngld --gpu-layers-draft --n-gpu-layers-draft --spec-draft-ngl", "n_gpu_layers_draft", "int", -1, "draft model layers to offload to the GPU (-1: libllama's default)", env=("LLAMA_ARG_N_GPU_LAYERS_DRAFT",)),
+    F("--spec-draft-n-max", "spec_draft_n_max", "int", 3, "tokens the draft model drafts at most per step"),
+    F("--spec-draft-n-min", "spec_draft_n_min", "int", 0, "fewer draft-model tokens than this are not verified"),
+    F("--spec-draft-p-min --draft-p-min", "spec_draft_p_min", "float", 0.0, "the draft model stops drafting when its choice's probability falls below this"),
+    F("--spec-ngram-simple-size-n", "spec_ngram_simple_size_n", "int", 12, "ngram-simple: the tokens looked up in the slot's history"),
+    F("--spec-ngram-simple-size-m", "spec_ngram_simple_size_m", "int", 48, "ngram-simple: the tokens drafted at most from what followed them"),
+    F("--spec-ngram-mod-n-match", "spec_ngram_mod_n_match", "int", 24, "ngram-mod: the tokens hashed to look up the next one"),
+    F("--spec-ngram-mod-n-min", "spec_ngram_mod_n_min", "int", 48, "ngram-mod: fewer drafted tokens than this are not verified"),
+    F("--spec-ngram-mod-n-max", "spec_ngram_mod_n_max", "int", 64, "ngram-mod: tokens drafted at most per step"),
     # --- server ------------------------------------------------------------------------------------
     F("--host", "host", "str", "127.0.0.1", "address to listen on"),
     F("--port", "port", "int", 8080, "port to listen on"),
@@ -163,6 +177,16 @@ FLAGS: list[Flag] = [
     F("-sps --slot-prompt-similarity", "slot_prompt_similarity", "float", 0.1, "how much of a request's prompt an idle slot's cache must share for that slot to be chosen; else the least recently used slot (0.0: always the least recently used)"),
     F("--spm-infill", "spm_infill", "on", False, "suffix/prefix/middle order for infill (default: prefix/suffix/middle)"),
     F("--no-webui", "webui", "off", True, "do not serve the web front end"),
+    # --- multimodal input (libmtmd) ----------------------------------------------------------
+    F("-mm --mmproj", "mmproj", "str", None, "multimodal projector file: images (and audio, if the projector has it) in prompts", metavar="FILE"),
+    F("-mmu --mmproj-url", "mmproj_url", "str", None, "download the multimodal projector from this URL into the cache, as -mu does (-mm: the path to save it as; #sha256=HEX checks it)", metavar="URL"),
+    F("--no-mmproj", "no_mmproj", "on", False, "do not load a multimodal projector even if --mmproj names one"),
+    F("--mmproj-offload", "mmproj_offload", "on", True, "run the projector on the GPU when there is one (default)"),
+    F("--no-mmproj-offload", "mmproj_offload", "off", True, "run the projector on the CPU"),
+    F("--image-min-tokens", "image_min_tokens", "int", -1, "fewest tokens per image, for projectors with dynamic resolution (default: the projector's)", metavar="N"),
+    F("--image-max-tokens", "image_max_tokens", "int", -1, "most tokens per image, for projectors with dynamic resolution (default: the projector's)", metavar="N"),
+    F("--media-path", "media_path", "str", None, "folder whose files requests may name as file:// URLs (default: file:// URLs are refused)", metavar="DIR"),
+    F("--mmproj-cache-mib", "mmproj_cache_mib", "int", 128, "host RAM for the embeddings of recently encoded images, so the same image sent again is not encoded again (0: off)", metavar="N"),
     # --- router mode: no -m, several models, one child server each (docs/server.md) ------------
     F("--models-dir", "models_dir", "str", None, "router mode (without -m): serve every GGUF in this folder (a file, or a subfolder holding one), each named after it, in a child server of its own", metavar="PATH"),
     F("--models-preset", "models_preset", "str", None, "router mode (without -m): INI file of models, a [name] section each with flag overrides (model = PATH, c = 4096, ...); [*] applies to all", metavar="PATH"),
@@ -170,10 +194,6 @@ FLAGS: list[Flag] = [
     F("--models-autoload", "models_autoload", "on", True, "router mode: a request for a model that is not loaded loads it (default: on)"),
     F("--no-models-autoload", "models_autoload", "off", True, "router mode: a request for a model that is not loaded gets a 400 (POST /models/load loads it)"),
     # --- not supported yet: accepted, then startup stops saying so ---------------------------------
-    F("-mm --mmproj", "mmproj", "str", None, "multimodal projector file", planned="multimodal input (libmtmd)", metavar="FILE"),
-    F("-mmu --mmproj-url", "mmproj_url", "str", None, "download the multimodal projector from this URL", planned="multimodal input (libmtmd)", metavar="URL"),
-    F("-md --model-draft", "model_draft", "str", None, "draft model for speculative decoding", planned="speculative decoding", metavar="FNAME"),
-    F("--spec-type", "spec_type", "str", None, "speculative decoding type (ngram-simple, ngram-mod, draft-simple)", planned="speculative decoding"),
     # --- logging -----------------------------------------------------------------------------------
     F("-v --verbose --log-verbose", "verbose", "on", False, "log everything, including full requests and responses"),
     F("--log-format", "log_format", "choice", "text", "log format", choices=("text", "json")),

@@ -170,7 +170,29 @@ class EngineObserver:
             "admitted": self.admitted, "finished": dict(self.finished), "cancelled": self.cancelled,
             "queue_wait": self.queue_wait.copy(), "ttft": self.ttft.copy(),
             "inter_token": self.inter_token.copy(), "e2e": self.e2e.copy(),
+            **_engine_extras(engine),
+            **_media_counts(engine),
         }
+
+
+def _media_counts(engine) -> dict:
+    """--mmproj: projector runs, images served from the embedding LRU, encode time."""
+    media = getattr(engine, "media", None)
+    return {"media_encoded": media.n_encoded if media else 0,
+            "media_cache_hits": media.n_cache_hits if media else 0,
+            "media_encode_seconds": media.encode_seconds if media else 0.0}
+
+
+def _engine_extras(engine) -> dict:
+    """The prompt cache's and speculative decoding's numbers (zeros when they are off)."""
+    cache = getattr(engine, "prompt_cache", None)
+    stats = cache.cache.stats() if cache is not None else {}
+    return {"prompt_cache_hits": stats.get("prompt_cache_hits", 0),
+            "prompt_cache_tokens_restored": stats.get("prompt_cache_tokens_restored", 0),
+            "prompt_cache_bytes": stats.get("prompt_cache_bytes", 0),
+            "prompt_cache_entries": stats.get("prompt_cache_entries", 0),
+            "draft_tokens": getattr(engine, "n_draft_tokens", 0),
+            "draft_tokens_accepted": getattr(engine, "n_draft_accepted", 0)}
 
 
 class HttpCounts:
@@ -193,6 +215,13 @@ _COUNTERS = [
     ("n_decode_total", "Total number of llama_decode() calls", "n_decode"),
     ("requests_admitted_total", "Requests that got a slot", "admitted"),
     ("requests_cancelled_total", "Requests cancelled by their client (disconnect)", "cancelled"),
+    ("prompt_cache_hits_total", "Prompts restored from the host-RAM prompt cache (--cache-ram)", "prompt_cache_hits"),
+    ("prompt_cache_tokens_restored_total", "Prompt tokens reused from states restored from the host-RAM prompt cache", "prompt_cache_tokens_restored"),
+    ("draft_tokens_total", "Speculative decoding: draft tokens proposed for verification", "draft_tokens"),
+    ("draft_tokens_accepted_total", "Speculative decoding: draft tokens the target model accepted", "draft_tokens_accepted"),
+    ("media_encoded_total", "Images and audio chunks encoded by the multimodal projector (--mmproj)", "media_encoded"),
+    ("media_cache_hits_total", "Images and audio chunks whose embeddings came from the host-RAM cache (--mmproj-cache-mib)", "media_cache_hits"),
+    ("media_encode_seconds_total", "Time spent encoding images and audio with the projector", "media_encode_seconds"),
 ]
 _GAUGES = [
     ("prompt_tokens_seconds", "Average prompt throughput in tokens/s.", "prompt_tps"),
@@ -202,6 +231,8 @@ _GAUGES = [
     ("requests_processing", "Number of request processing.", "processing"),
     ("requests_deferred", "Number of request deferred.", "deferred"),
     ("n_tokens_max", "Largest observed sequence length (prompt + generation)", "n_tokens_max"),
+    ("prompt_cache_bytes", "Bytes of host RAM held by the prompt cache", "prompt_cache_bytes"),
+    ("prompt_cache_prompts", "Prompts held by the prompt cache", "prompt_cache_entries"),
 ]
 _HISTOGRAMS = [
     ("queue_wait_seconds", "Time from arrival to getting a slot", "queue_wait"),

@@ -116,7 +116,11 @@ def without(table, *names: str) -> list:
 TOKEN = integer(0)
 TEXT_AND_TOKENS = array(any_of(STRING, TOKEN))
 PIECES = any_of(STRING, TEXT_AND_TOKENS)
-PROMPT = any_of(STRING, TEXT_AND_TOKENS, array(PIECES))
+# --mmproj: llama-server's multimodal prompt object, one media marker (/props) per file
+MULTIMODAL_PROMPT = fields([("prompt_string", STRING, "the text, with the media marker where each file goes"),
+                            ("multimodal_data", array(STRING), "base64 image or audio files, in marker order")],
+                           required=["prompt_string"])
+PROMPT = any_of(STRING, TEXT_AND_TOKENS, MULTIMODAL_PROMPT, array(any_of(PIECES, MULTIMODAL_PROMPT)))
 STOP = any_of(STRING, array(STRING))
 BIAS = any_of(number(), const(False))
 LOGIT_BIAS = any_of(
@@ -194,7 +198,10 @@ SYSTEM_PROMPT = any_of(STRING, fields([
 ]))
 
 COMPLETION_REQUEST = fields(rows_of(
-    [("prompt", PROMPT, "a string, token ids and strings mixed, or a list of such prompts")],
+    [("prompt", PROMPT, "a string, token ids and strings mixed, a multimodal prompt object, "
+                        "or a list of such prompts"),
+     ("image_data", array(fields([("data", STRING, "base64"), ("id", integer(), "[img-ID] in the prompt")])),
+      "the seed's images (--mmproj): [img-ID] in a string prompt stands for the one with that id")],
     GENERATION_FIELDS, SAMPLING_FIELDS,
     [("system_prompt", SYSTEM_PROMPT, "replace the server-wide system prompt"),
      ("n_cmpl", integer(1), "completions per prompt, at most the slots (results indexed "
@@ -235,8 +242,16 @@ OPENAI_COMMON = [
     ("user", STRING, "accepted and ignored"),
 ]
 
-CONTENT = any_of(STRING, array(fields([("type", const("text"), None), ("text", STRING, None)],
-                                      required=["type", "text"])))
+CONTENT = any_of(STRING, array(any_of(
+    fields([("type", const("text"), None), ("text", STRING, None)], required=["type", "text"]),
+    # --mmproj: a data:, http(s):// or file:// (under --media-path) URL, or base64
+    fields([("type", const("image_url"), None),
+            ("image_url", any_of(STRING, fields([("url", STRING, None)], required=["url"])), None)],
+           required=["type", "image_url"]),
+    fields([("type", const("input_audio"), None),
+            ("input_audio", fields([("data", STRING, "base64"), ("format", {"enum": ["wav", "mp3", "flac"]}, None)],
+                                   required=["data"]), None)],
+           required=["type", "input_audio"]))))
 MESSAGE_EXTRAS = [("name", STRING, None), ("tool_call_id", STRING, None),
                   ("tool_calls", array(OBJECT), None)]
 MESSAGE = any_of(   # only an assistant message may leave out its content (e.g. it holds tool calls)
@@ -293,8 +308,10 @@ APPLY_TEMPLATE_REQUEST = fields([
 ], required=["messages"], nullable=True)
 
 OPENAI_COMPLETION_REQUEST = fields(rows_of(NATIVE_EXTRAS, OPENAI_COMMON, [
-    ("prompt", any_of(STRING, array(STRING, 1), array(TOKEN, 1), array(array(TOKEN, 1), 1)),
-     "a string, strings (one choice each), token ids, or lists of token ids"),
+    ("prompt", any_of(STRING, array(STRING, 1), array(TOKEN, 1), array(array(TOKEN, 1), 1),
+                      MULTIMODAL_PROMPT, array(MULTIMODAL_PROMPT, 1)),
+     "a string, strings (one choice each), token ids, lists of token ids, or multimodal prompt "
+     "objects (--mmproj)"),
     ("logprobs", integer(0, 20), "legacy log-probabilities with this many alternatives"),
     ("echo", BOOLEAN, "put the prompt in front of each choice"),
     ("suffix", NULL, "not supported: any value is a 400"),
@@ -407,7 +424,9 @@ SLOT_FILE_REQUEST = fields([("filename", STRING, "a plain file name in --slot-sa
 COUNT = integer(0)
 TIMINGS = fields([(name, number(), None) for name in (
     "prompt_n", "prompt_ms", "prompt_per_token_ms", "prompt_per_second",
-    "predicted_n", "predicted_ms", "predicted_per_token_ms", "predicted_per_second")])
+    "predicted_n", "predicted_ms", "predicted_per_token_ms", "predicted_per_second")] + [
+    ("draft_n", COUNT, "speculative decoding: draft tokens verified (only once the request drafted)"),
+    ("draft_n_accepted", COUNT, "speculative decoding: draft tokens accepted")])
 USAGE = fields([("prompt_tokens", COUNT, None), ("completion_tokens", COUNT, None),
                 ("total_tokens", COUNT, None),
                 ("prompt_tokens_details", fields([("cached_tokens", COUNT, None)]), None)],
@@ -432,7 +451,8 @@ NEXT_TOKEN = fields([("has_next_token", BOOLEAN, None), ("n_remain", integer(), 
 SLOT_ROWS = [(name, integer(), None) for name in (
     "id", "id_task", "n_ctx", "state", "n_predict", "n_past", "n_cache_tokens", "n_prompt_tokens",
     "n_prompt_tokens_processed", "n_prompt_tokens_cache")] + [
-    ("speculative", BOOLEAN, None), ("is_processing", BOOLEAN, None), ("prompt", STRING, None),
+    ("speculative", BOOLEAN, None), ("speculative.type", STRING, "the --spec-type in use (\"none\": off)"),
+    ("is_processing", BOOLEAN, None), ("prompt", STRING, None),
     ("params", ref("GenerationSettings"), None), ("next_token", NEXT_TOKEN, None)]
 COMPLETION_ROWS = [
     ("content", STRING, "the generated text"), ("index", COUNT, "the prompt's position"),

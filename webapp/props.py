@@ -17,7 +17,7 @@ __all__ = ["props_body", "generation_settings", "default_generation_settings", "
            "chat_template_caps", "MEDIA_MARKER"]
 
 # llama-server's placeholder for media in multimodal prompts: random per process unless
-# LLAMA_MEDIA_MARKER pins it. Reported for clients that read it; no model here takes media.
+# LLAMA_MEDIA_MARKER pins it. With --mmproj it is the projector's marker (webapp/media.py).
 MEDIA_MARKER = os.environ.get("LLAMA_MEDIA_MARKER") or (
     "<__media_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32)) + "__>")
 
@@ -37,11 +37,14 @@ class ModelFacts:
     bos_token: str
     eos_token: str
     build_info: str
+    vision: bool = False     # --mmproj: what the projector takes
+    audio: bool = False
 
     @classmethod
     def of(cls, engine) -> "ModelFacts":
         from llama_lib import library
         model, vocab = engine.model, engine.vocab
+        media = getattr(engine, "media", None)
         version = library().llama_version()
         return cls(
             n_slots=engine.config.n_slots, n_ctx_slot=engine.n_ctx_slot,
@@ -50,7 +53,8 @@ class ModelFacts:
             vocab_type=int(library().llama_vocab_type(vocab.handle)),
             ftype=_ftype_name(model.description()),
             bos_token=_special_text(vocab, vocab.bos), eos_token=_special_text(vocab, vocab.eos),
-            build_info="llama-server-py over libllama " + (version.decode() if version else "?"))
+            build_info="llama-server-py over libllama " + (version.decode() if version else "?"),
+            vision=bool(media and media.mtmd.vision), audio=bool(media and media.mtmd.audio))
 
 
 # llama_model_desc() is "<arch> <type> <ftype name>"; a type name may carry a parenthesised
@@ -80,7 +84,7 @@ def props_body(state) -> dict:
         "model_alias": state.model_id,
         "model_ftype": facts.ftype,
         "model_path": settings.model,
-        "modalities": {"vision": False, "video": False, "audio": False},
+        "modalities": {"vision": facts.vision, "video": False, "audio": facts.audio},
         "media_marker": MEDIA_MARKER,
         "endpoint_slots": bool(settings.slots_endpoint),
         "endpoint_props": bool(settings.props_post),

@@ -190,6 +190,10 @@ def _unload(engine) -> None:
     """Stop the loop, then free the context and the model (which frees its adapters):
     children before parents. On a pool thread."""
     engine.stop(10)
+    if getattr(engine, "media", None) is not None:      # the projector refers to the model
+        engine.media.mtmd.close()
+    if getattr(engine, "speculator", None) is not None:  # a draft model's context and weights
+        engine.speculator.close()
     engine.ctx.close()
     engine.model.close()
     # glibc keeps freed memory otherwise: RSS asleep crept from 90 to 150 MB over 14

@@ -230,6 +230,49 @@ def check_startup_settings(settings) -> None:
     for path, _scale in lora_specs(settings):
         if not os.path.isfile(path):
             raise SystemExit(f"error: LoRA adapter not found: {path}")
+    try:
+        spec_config(settings)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if settings.model_draft and not os.path.isfile(settings.model_draft):
+        raise SystemExit(f"error: draft model not found: {settings.model_draft}")
+
+
+def spec_config(settings):
+    """The speculative decoding flags as a ``SpecConfig`` (its ``types`` empty: off). As
+    llama-server: a draft model without --spec-type means draft-simple, --spec-default adds
+    ngram-mod. Raises ValueError naming the bad flag."""
+    from llama_lib.engine.speculative import SPEC_TYPES, SpecConfig
+    types = [t.strip() for t in (settings.spec_type or "").split(",") if t.strip()]
+    for t in types:
+        if t not in SPEC_TYPES:
+            raise ValueError(f"--spec-type: unknown type {t!r} (one of {', '.join(SPEC_TYPES)})")
+    if settings.spec_default and "ngram-mod" not in types:
+        types.append("ngram-mod")
+    if settings.model_draft and not types:
+        types = ["draft-simple"]
+    types = [t for t in types if t != "none"]
+    if "draft-simple" in types and not settings.model_draft:
+        raise ValueError("--spec-type draft-simple needs a draft model (-md FNAME)")
+    cfg = SpecConfig(types=tuple(types), draft_n_max=settings.spec_draft_n_max,
+                     draft_n_min=settings.spec_draft_n_min, draft_p_min=settings.spec_draft_p_min,
+                     ngram_simple_size_n=settings.spec_ngram_simple_size_n,
+                     ngram_simple_size_m=settings.spec_ngram_simple_size_m,
+                     ngram_mod_n_match=settings.spec_ngram_mod_n_match,
+                     ngram_mod_n_min=settings.spec_ngram_mod_n_min,
+                     ngram_mod_n_max=settings.spec_ngram_mod_n_max)
+    for flag, value, low in (("--spec-draft-n-max", cfg.draft_n_max, 0), ("--spec-draft-n-min", cfg.draft_n_min, 0),
+                             ("--spec-ngram-simple-size-n", cfg.ngram_simple_size_n, 1),
+                             ("--spec-ngram-simple-size-m", cfg.ngram_simple_size_m, 1),
+                             ("--spec-ngram-mod-n-match", cfg.ngram_mod_n_match, 1),
+                             ("--spec-ngram-mod-n-min", cfg.ngram_mod_n_min, 0),
+                             ("--spec-ngram-mod-n-max", cfg.ngram_mod_n_max, 0)):
+        if not low <= value <= 1024:
+            raise ValueError(f"{flag} must be between {low} and 1024")
+    return cfg
+    mmproj = getattr(settings, "mmproj", None)
+    if mmproj and not getattr(settings, "no_mmproj", False) and not os.path.isfile(mmproj):
+        raise SystemExit(f"error: --mmproj: no such file: {mmproj}")
 
 
 def lora_specs(settings) -> list[tuple[str, float]]:
@@ -308,7 +351,14 @@ def build_engine(settings, bridge=None):
         context_shift=settings.context_shift, max_queue=settings.max_queue,
         n_predict=settings.n_predict, special=settings.special,
         grp_attn_n=settings.grp_attn_n, grp_attn_w=settings.grp_attn_w,
-        slot_prompt_similarity=settings.slot_prompt_similarity), make_sampler, bridge=bridge)
+        slot_prompt_similarity=settings.slot_prompt_similarity,
+        cache_ram_mib=_cache_ram_mib(settings, ctx),
+        cache_idle_slots=settings.cache_idle_slots,
+        wait_for_web=not _offloaded(settings)), make_sampler, bridge=bridge,
+        speculator=_speculator(settings, model, ctx, n_parallel, threads, threads_batch))
+    from .media import attach_projector
+    from .props import MEDIA_MARKER
+    attach_projector(settings, engine, threads, MEDIA_MARKER)
     specs = lora_specs(settings)
     if specs:
         engine.lora_adapters = [model.load_lora(path) for path, _ in specs]
@@ -323,6 +373,61 @@ def build_engine(settings, bridge=None):
     logger.info("model loaded: %s (%s), n_ctx %d over %d slot(s), %d threads",
                 settings.model, model.description(), ctx.n_ctx, n_parallel, threads)
     return engine
+
+
+def _offloaded(settings) -> bool:
+    """Whether the model's layers run on an accelerator (a GPU is present and -ngl is not 0):
+    then the engine does not wait for the web side between decodes (EngineConfig.wait_for_web)."""
+    if settings.n_gpu_layers == 0:
+        return False
+    from llama_lib import backends
+    try:
+        return any(d.type in ("gpu", "igpu") for d in backends.devices())
+    except Exception:        # no device API in this library: treat as CPU
+        return False
+
+
+def _speculator(settings, model, ctx, n_parallel: int, threads: int, threads_batch: int):
+    """--spec-type / -md: the engine's speculator (None: off). A draft model gets a context of
+    its own with one sequence per slot, the target's size; its vocabulary must be the
+    target's (checked here: a mismatch stops the load with the first difference)."""
+    import llama_lib
+    from llama_lib.engine.speculative import DraftModel, Speculator, check_vocab_compatible
+    cfg = spec_config(settings)
+    if not cfg.types:
+        return None
+    draft = None
+    if "draft-simple" in cfg.types:
+        draft_model = llama_lib.Model(settings.model_draft, llama_lib.ModelParams(
+            n_gpu_layers=settings.n_gpu_layers_draft, use_mmap=settings.mmap,
+            use_extra_bufts=repack_choice(settings)))
+        try:
+            check_vocab_compatible(model, draft_model)
+            draft_ctx = llama_lib.Context(draft_model, llama_lib.ContextParams(
+                n_ctx=ctx.n_ctx, n_batch=ctx.n_batch, n_ubatch=settings.ubatch_size,
+                n_seq_max=n_parallel, n_threads=threads, n_threads_batch=threads_batch,
+                flash_attn=settings.flash_attn, kv_unified=ctx.kv_unified))
+        except Exception as exc:
+            draft_model.close()
+            raise ValueError(f"draft model {settings.model_draft}: {exc}") from exc
+        draft = DraftModel(draft_model, draft_ctx, n_max=cfg.draft_n_max, n_min=cfg.draft_n_min,
+                           p_min=cfg.draft_p_min)
+    spec = Speculator.from_config(cfg, draft)
+    logger.info("speculative decoding: %s (up to %d draft tokens per step)", spec.name, spec.n_max)
+    return spec
+
+
+def _cache_ram_mib(settings, ctx) -> int:
+    """--cache-ram, logged: what the prompt cache may hold in host RAM (it grows only as slot
+    prompts are evicted). Off for embeddings and where the KV memory cannot drop a tail."""
+    from llama_lib.engine.prompt_cache import default_limit_mib
+    limit = default_limit_mib(settings.cache_ram, "cache_ram" in getattr(settings, "explicit", ()))
+    if limit == 0 or settings.embeddings or not ctx.can_shift or settings.grp_attn_n > 1:
+        logger.info("prompt cache: off%s", "" if limit == 0 else " (not used with this model or mode)")
+        return 0
+    logger.info("prompt cache: evicted slot prompts may use %s of host RAM (--cache-ram; 0 turns it off)",
+                "unlimited memory" if limit < 0 else f"up to {limit} MiB")
+    return limit
 
 
 def _embedding_layout(settings, n_parallel: int) -> tuple[int, bool]:

@@ -83,6 +83,8 @@ class Request:
     # n_cmpl / n choices: the request whose evaluated prompt this one shares (same prompt,
     # submitted together, admitted with it into another slot); None: evaluates its own.
     parent: "Request | None" = None
+    # Images and audio in the prompt (engine/media.py): placeholder key -> MediaChunk
+    media: dict | None = None
     # Filled by the engine as it works:
     slot_id: int = -1
     n_cached: int = 0                # prompt tokens reused from the slot's cache

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .request import Request, Status
+from . import media
 from .self_extend import GroupAttention
 from .slots import Slot, common_prefix
 
@@ -45,6 +46,9 @@ class PlanEntry:
     all_outputs: bool = False   # embeddings: every position is an output
     # n_cmpl children whose prompt this entry completes: they sample from its logits too
     followers: list[Slot] = field(default_factory=list)
+    # speculative decoding: draft tokens the engine appends after ``tokens`` (a generating
+    # slot's last token), every position an output; verified after the decode
+    draft: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Plan:
     # (src, dst): copy sequence src over dst right after this batch's decode (n_cmpl: a
     # finished prompt evaluation given to the children); filled by update()
     shares: list[tuple[int, int]] = field(default_factory=list)
+    # a media chunk's step (engine/media.py): one entry, its tokens the chunk's placeholders
+    media: bool = False
 
 
 def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
@@ -103,6 +109,12 @@ class Scheduler:
         self.group_attn = GroupAttention(*group_attn) if group_attn else None   # self-extend
         self._no_reuse: set[int] = set()     # slots whose cache must not serve as a prefix
         self._last_lora: Any = None          # the adapter set of the last batch (sets take turns)
+        # (slot, request, prompt) -> None, called before a request starts in a slot whose
+        # cache it may reuse: the engine's host-RAM prompt cache may save the slot's prompt
+        # and restore a better one (it then sets slot.cache_tokens). None: no prompt cache.
+        self.before_start: Any = None
+        self._last_batch_media = False       # media steps and ordinary batches alternate
+        self._media_turn = 0                 # the slot whose media chunk goes next
 
     # --- queue ------------------------------------------------------------------------
     def add(self, req: Request) -> None:
@@ -220,8 +232,14 @@ class Scheduler:
 
     def _start(self, slot: Slot, req: Request, plan: Plan) -> None:
         prompt = req.prompt_tokens
+        if prompt and prompt[-1] < 0:      # its last token's logits come from a text token
+            req.status = Status.FAILED
+            req.error = "the prompt must not end with an image or audio: put some text after it"
+            req.error_type = "invalid_request_error"
+            plan.finished.append(req)
+            return
         if len(prompt) >= self.n_ctx_slot and not req.options.embedding:
-            if not req.options.truncate_prompt:
+            if not req.options.truncate_prompt or media.has_media(prompt):   # never cut an image
                 req.status = Status.FAILED
                 req.error = f"the prompt ({len(prompt)} tokens) does not fit the context ({self.n_ctx_slot})"
                 req.error_type = "exceed_context_size_error"
@@ -229,6 +247,9 @@ class Scheduler:
                 return
             prompt = truncate_prompt(prompt, self.n_ctx_slot, req.options.n_keep)
             req.truncated = True
+        if self.before_start is not None and req.options.cache_prompt and not req.options.embedding \
+                and slot.id not in self._no_reuse and not any(op[1] == slot.id for op in plan.kv_ops):
+            self.before_start(slot, req, prompt)
         keep = 0
         if req.options.cache_prompt and not req.options.embedding:
             keep = min(common_prefix(slot.cache_tokens, prompt), len(prompt) - 1)
@@ -241,6 +262,7 @@ class Scheduler:
             keep = 0
         if not self.partial_rm and keep < slot.n_past:
             keep = 0     # the memory cannot drop a tail: start the sequence over
+        keep = media.align_keep(prompt, keep)
         self._no_reuse.discard(slot.id)
         if keep == 0 and self.group_attn:
             self.group_attn.reset(slot.id)
@@ -285,6 +307,10 @@ class Scheduler:
             self._last_batch_embedding = True
             return plan
         self._last_batch_embedding = False
+        if not self._last_batch_media and self._media_step(plan):
+            self._last_batch_media = True
+            return plan
+        self._last_batch_media = False
         for lora in self._lora_turns():
             plan.lora = lora
             self._fill(plan)
@@ -314,9 +340,9 @@ class Scheduler:
         for slot in self.slots:
             req = slot.request
             if req is None or req.status is not Status.PROMPT or budget <= 0 or req.options.embedding \
-                    or slot.leader >= 0 or req.options.lora != plan.lora:
-                continue
-            n = min(len(slot.pending), budget)
+                    or slot.leader >= 0 or req.options.lora != plan.lora or not slot.pending or slot.pending[0] < 0:
+                continue     # (a media chunk next: it gets a step of its own)
+            n = media.text_run(slot.pending, budget)
             first_pos = self._position(slot, plan)
             if self.group_attn:
                 n = min(n, self.group_attn.room(slot.id, slot.n_past))
@@ -324,6 +350,24 @@ class Scheduler:
             followers = [s for s in self.slots if s.leader == slot.id] if last else []
             plan.entries.append(PlanEntry(slot, slot.pending[:n], first_pos, last, followers=followers))
             budget -= n
+
+    def _media_step(self, plan: Plan) -> bool:
+        """The next media chunk of a slot whose prompt is at one (slots take turns), as a plan
+        of its own; media steps and ordinary batches alternate, so generation goes on."""
+        n = len(self.slots)
+        for k in range(n):
+            slot = self.slots[(self._media_turn + k) % n]
+            req = slot.request
+            if req is None or req.status is not Status.PROMPT or not slot.pending \
+                    or slot.pending[0] >= 0 or slot.leader >= 0:
+                continue
+            run = media.media_run(slot.pending)
+            plan.entries = [PlanEntry(slot, slot.pending[:run], slot.n_past, False)]
+            plan.media = True
+            plan.lora = req.options.lora
+            self._media_turn = slot.id + 1
+            return True
+        return False
 
     def _lora_turns(self) -> list:
         """The adapter sets of the requests waiting for a decode (in slot order), starting
@@ -388,6 +432,8 @@ class Scheduler:
         req = slot.request
         if not self.context_shift or (slot.shared and self.kv_cells):
             return False     # cells shared with another sequence (n_cmpl) keep their positions
+        if media.has_media(slot.cache_tokens):
+            return False     # positions of media chunks are not shifted (see engine/media.py)
         n_keep = slot.n_prompt if req.options.n_keep < 0 else req.options.n_keep
         if self.keep_bos:
             n_keep += 1      # as llama-server: BOS stays in front of what is kept
@@ -436,6 +482,12 @@ class Scheduler:
         slot.request.status = Status.GENERATING
         slot.request.n_generated += 1
         slot.t_last = time.perf_counter()
+
+    def commit_pending(self, slot: Slot) -> None:
+        """Speculative decoding: the accepted token was decoded with the drafts, so it is in
+        the KV cache already and nothing is pending."""
+        slot.cache_tokens.extend(slot.pending)
+        slot.pending = []
 
     def finish(self, slot: Slot, status: Status) -> Request:
         req = slot.request

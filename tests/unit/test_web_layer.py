@@ -131,17 +131,6 @@ def test_the_command_line_beats_the_environment():
     assert parse_settings(["-c", "64"], environ={"LLAMA_ARG_CTX_SIZE": "1024"}).ctx_size == 64
 
 
-def test_a_planned_flag_exits_with_a_clear_message(capsys):
-    planned = [f for f in FLAGS if f.planned]
-    assert planned, "no planned flag left: delete this test with the mechanism"
-    flag = planned[0]
-    argv = [flag.names[-1]] + ([] if flag.kind in ("on", "off") else ["1"])
-    with pytest.raises(SystemExit) as exc:
-        parse_settings(argv, environ={})
-    assert exc.value.code == 2
-    assert "not supported yet" in capsys.readouterr().err
-
-
 def test_unknown_flags_are_rejected():
     with pytest.raises(SystemExit):
         parse_settings(["--definitely-not-a-flag"], environ={})

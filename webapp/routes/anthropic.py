@@ -7,8 +7,8 @@ A request is translated into an OpenAI chat completions body and run by :class:`
 - ``system`` (a string or text blocks) becomes the first system message. Claude Code's
   ``x-anthropic-billing-header`` line carries a stamp (``cch=``) that changes on every
   request; it is blanked so that the prompt cache reaches past it.
-- Content blocks: ``text``; ``image`` becomes an image part (refused with a 400 while no
-  multimodal model is supported); on an assistant turn ``thinking`` becomes its reasoning
+- Content blocks: ``text``; ``image`` becomes an image part (webapp/media.py; a 400
+  without --mmproj); on an assistant turn ``thinking`` becomes its reasoning
   (``redacted_thinking`` is dropped) and ``tool_use`` a tool call; on a user turn each
   ``tool_result`` becomes a tool message (before the turn's other blocks), and must answer a
   ``tool_use`` of an earlier assistant turn. Any other block type is a 400.

@@ -59,6 +59,7 @@ def model_card(state) -> dict:
 def ollama_entry(state) -> dict:
     """Ollama's /api/tags entry, with llama-server's placeholder values (it manages no model
     files: no digest, no modification time)."""
+    facts = state.model_facts()
     return {
         "name": state.model_id,
         "model": state.model_id,
@@ -68,7 +69,7 @@ def ollama_entry(state) -> dict:
         "type": "model",
         "description": "",
         "tags": [""],
-        "capabilities": ["completion"],
+        "capabilities": ["completion", "multimodal"] if facts.vision or facts.audio else ["completion"],
         "parameters": "",
         "details": {"parent_model": "", "format": "gguf", "family": "", "families": [""],
                     "parameter_size": "", "quantization_level": ""},

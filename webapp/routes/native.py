@@ -9,11 +9,12 @@ from llama_lib.engine import FinalEvent, ProgressEvent, Status, TokenEvent
 
 from ..auth import has_valid_key
 from ..completion import (choice_params, collect_all, json_body, new_request, parse_options,
-                          probs_entry, raise_for_failure, sampling_for, submit, tokenize_prompt)
+                          probs_entry, raise_for_failure, sampling_for, submit)
 from ..errors import ApiError, BadRequest, error_body
 from ..sse import sse_data
 from ..system_prompt import update_from_request
-from ..props import generation_settings, props_body
+from ..media import completion_prompts, prompt_text
+from ..props import MEDIA_MARKER, generation_settings, props_body
 from .slots import slot_snapshot
 
 __all__ = ["make_blueprint"]
@@ -115,8 +116,9 @@ def make_blueprint(state) -> Blueprint:
 def _prompts(body):
     """A single prompt, or several (a list of strings and/or token lists)."""
     prompt = body["prompt"]
-    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt) \
-            and (len(prompt) > 1 and all(isinstance(p, str) for p in prompt) or any(isinstance(p, list) for p in prompt)):
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list, dict)) for p in prompt) \
+            and (len(prompt) > 1 and all(isinstance(p, str) for p in prompt)
+                 or any(isinstance(p, (list, dict)) for p in prompt)):
         return prompt, True
     return [prompt], False
 
@@ -130,7 +132,7 @@ def final_fields(state, engine, req, params, final: FinalEvent, prompt) -> dict:
         "tokens_predicted": final.n_predicted,
         "tokens_evaluated": final.n_prompt,
         "generation_settings": generation_settings(state, engine, params, req.options),
-        "prompt": prompt if isinstance(prompt, str) else engine.vocab.detokenize(req.prompt_tokens),
+        "prompt": prompt if isinstance(prompt, str) else prompt_text(engine.vocab, req.prompt_tokens, MEDIA_MARKER),
         "truncated": final.truncated,
         "stopped_eos": final.status is Status.FINISHED_EOS,
         "stopped_word": final.status is Status.FINISHED_STOP,
@@ -165,35 +167,36 @@ def run_completion(state, engine, body):
     n_cmpl = parse_n_cmpl(body, engine)
     shape = ResponseShape.parse(body)
     update_from_request(state, engine, body)
-    token_lists = [tokenize_prompt(engine.vocab, p) for p in prompts]
+    token_lists, media = completion_prompts(engine, state.settings, body, prompts)
     return respond(state, engine, token_lists, prompts, multiple, options, params, n_cmpl=n_cmpl,
-                   shape=shape)
+                   shape=shape, media=media)
 
 
-def _requests(engine, token_lists, options, params, n_cmpl, system_prompt) -> list:
+def _requests(engine, token_lists, options, params, n_cmpl, system_prompt, media=None) -> list:
     """n_cmpl requests per prompt, indexed ``prompt * n_cmpl + j``; choice j > 0 shares
     choice 0's evaluated prompt, samples with its own seed and takes any slot."""
     reqs = []
     child_options = dataclasses.replace(options, id_slot=-1)
-    for tokens in token_lists:
+    for n, tokens in enumerate(token_lists):
+        chunks = media[n] if media else None
         first = new_request(engine, tokens, options, choice_params(params, 0),
-                            system_prompt=system_prompt)
+                            system_prompt=system_prompt, media=chunks)
         reqs.append(first)
         for j in range(1, n_cmpl):
             child = new_request(engine, tokens, child_options, choice_params(params, j),
-                                system_prompt=system_prompt)
+                                system_prompt=system_prompt, media=chunks)
             child.parent = first
             reqs.append(child)
     return reqs
 
 
 def respond(state, engine, token_lists, prompts, multiple, options, params, *, system_prompt=True,
-            n_cmpl: int = 1, shape: ResponseShape | None = None):
+            n_cmpl: int = 1, shape: ResponseShape | None = None, media=None):
     """Submit prepared prompts and answer in llama-server's format (one result, an array of
     them, or a stream whose chunks carry each result's ``index``); shared with /infill,
     whose FIM layout must not get the system prompt."""
     shape = shape or ResponseShape()
-    reqs = _requests(engine, token_lists, options, params, n_cmpl, system_prompt)
+    reqs = _requests(engine, token_lists, options, params, n_cmpl, system_prompt, media)
     prompt_of = [p for p in prompts for _ in range(n_cmpl)]
     if options.stream:
         group = submit(engine, reqs)

@@ -109,9 +109,11 @@ class Generation:
     wrap_sampler: object = None      # callable(sampler) -> sampler (reasoning budget)
 
 
-def submit_choices(state, engine, body: dict, token_lists: list[list[int]], gen: Generation) -> list:
+def submit_choices(state, engine, body: dict, token_lists: list[list[int]], gen: Generation,
+                   media: list | None = None) -> list:
     """Validate and build n requests per prompt (choice index = prompt * n + j); they are
-    submitted by open_stream() or collect_choices()."""
+    submitted by open_stream() or collect_choices(). ``media``: per prompt, its media chunks
+    (webapp/media.py) or None."""
     native = dict(body)
     native["n_predict"] = gen.n_predict
     native.pop("n_probs", None)
@@ -138,11 +140,12 @@ def submit_choices(state, engine, body: dict, token_lists: list[list[int]], gen:
         check_fits(engine, tokens)
     requests = []
     child_options = dataclasses.replace(options, id_slot=-1)
-    for tokens in token_lists:
-        first = new_request(engine, tokens, options, choice_params(params, 0))
+    for k, tokens in enumerate(token_lists):
+        chunks = media[k] if media else None
+        first = new_request(engine, tokens, options, choice_params(params, 0), media=chunks)
         requests.append(first)
         for j in range(1, gen.n):      # they share choice 0's prompt evaluation
-            child = new_request(engine, tokens, child_options, choice_params(params, j))
+            child = new_request(engine, tokens, child_options, choice_params(params, j), media=chunks)
             child.parent = first
             requests.append(child)
     if gen.wrap_sampler is not None:

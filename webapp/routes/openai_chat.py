@@ -35,6 +35,8 @@ from ..chat_formats.tools import parse_parallel, parse_tool_choice, parse_tools
 from ..chat_template import ChatTemplateError, normalize_messages
 from ..completion import json_body, raise_for_failure
 from ..errors import ApiError, BadRequest
+from ..media import chat_media
+from ..media import tokenize as tokenize_media
 from ..sse import sse_data, sse_done
 from .openai import (Generation, check_known_fields, collect_choices, completion_id, finish_reason,
                      fingerprint, now, open_stream, parse_max_tokens, parse_n, response_model,
@@ -101,6 +103,7 @@ class ChatSetup:
     grammar: GrammarPlan | None
     budget: int                 # reasoning tokens before the end marker is forced (-1: none)
     thinking_open: bool         # the prompt ends inside an opened reasoning block
+    media: dict | None = None   # the prompt's images/audio by placeholder key (webapp/media.py)
 
 
 def stream_flags(body: dict) -> tuple[bool, bool]:
@@ -283,6 +286,18 @@ def chat_setup(state, vocab, body: dict, tokenize: bool = True) -> ChatSetup:
     return ChatSetup(prompt, tokens, fmt, parse, grammar, _reasoning_budget(state, body), thinking_open)
 
 
+def _setup_with_media(state, engine, body: dict) -> ChatSetup:
+    """chat_setup, with image and audio parts read and the prompt tokenized by libmtmd."""
+    body, files, names = chat_media(engine, state.settings, body)
+    setup = chat_setup(state, engine.vocab, body, tokenize=not files)
+    if not files:
+        return setup
+    template = state.chat_template
+    has_bos = bool(template.bos_token) and setup.prompt.startswith(template.bos_token)
+    got = tokenize_media(engine, setup.prompt, files, names, add_special=not has_bos)
+    return dataclasses.replace(setup, tokens=got.tokens, media=got.media)
+
+
 def _with_schemas(parse: ParseOptions, tools) -> ParseOptions:
     if "tool_schemas" in {f.name for f in dataclasses.fields(ParseOptions)}:
         return dataclasses.replace(parse, tool_schemas={t.name: t.parameters for t in tools})
@@ -339,7 +354,7 @@ class ChatCall:
         engine = state.ready_engine()
         self.state, self.engine, self.body = state, engine, body
         self.vocab = engine.vocab
-        self.setup = setup = chat_setup(state, engine.vocab, body)
+        self.setup = setup = _setup_with_media(state, engine, body)
         self.stream, self.include_usage = stream_flags(body)
         logprobs = body.get("logprobs")
         if logprobs is not None and not isinstance(logprobs, bool):
@@ -354,7 +369,8 @@ class ChatCall:
                               json_schema=response_format_schema(body), grammar=grammar,
                               special=setup.fmt.needs_special_tokens,
                               wrap_sampler=self._budget_wrapper())
-        self.requests = submit_choices(state, engine, body, [setup.tokens], self.gen)
+        self.requests = submit_choices(state, engine, body, [setup.tokens], self.gen,
+                                       media=[setup.media])
         # each choice's final event once it is known (the translating routes read stop words)
         self.finals: list[FinalEvent | None] = [None] * self.gen.n
         self.meta = {"id": completion_id("chatcmpl"), "created": now(),

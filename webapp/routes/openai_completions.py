@@ -14,7 +14,8 @@ from flask import Blueprint, Response, jsonify, stream_with_context
 
 from llama_lib.engine import FinalEvent, TokenEvent
 
-from ..completion import json_body, raise_for_failure, tokenize_prompt
+from ..completion import json_body, raise_for_failure
+from ..media import completion_prompts as media_prompts
 from ..errors import ApiError, BadRequest
 from ..sse import sse_data, sse_done
 from .openai import (Generation, check_known_fields, collect_choices, completion_id, finish_reason,
@@ -48,12 +49,14 @@ def make_blueprint(state) -> Blueprint:
             raise BadRequest("'echo' must be a boolean")
         vocab = engine.vocab
         prompts = completion_prompts(body)
-        token_lists = [tokenize_prompt(vocab, p) for p in prompts]
+        token_lists, media = media_prompts(engine, state.settings, body, prompts)
+        if echo and any(media):
+            raise BadRequest("'echo' is not supported with images or audio in the prompt")
         stream, include_usage = stream_flags(body)
         top_n = top_logprobs_of(body, "logprobs")
         gen = Generation(n=parse_n(body, engine), n_predict=parse_max_tokens(body, "max_tokens"),
                          logprobs=body.get("logprobs") is not None, stream=stream)
-        requests = submit_choices(state, engine, body, token_lists, gen)
+        requests = submit_choices(state, engine, body, token_lists, gen, media=media)
         echoes = [(p if isinstance(p, str) else vocab.detokenize(t)) if echo else ""
                   for p, t in zip(prompts, token_lists)]
         job = _Job(vocab, gen, top_n, echoes, token_lists, bool(echo), {
@@ -69,12 +72,15 @@ def make_blueprint(state) -> Blueprint:
 
 
 def completion_prompts(body: dict) -> list:
-    """The prompts of the request: each a string or a list of token ids."""
+    """The prompts of the request: each a string, a list of token ids, or a multimodal
+    prompt object (webapp/media.py)."""
     if "prompt" not in body:
         raise BadRequest("'prompt' is required")
     prompt = body["prompt"]
-    if isinstance(prompt, str):
+    if isinstance(prompt, (str, dict)):      # dict: {"prompt_string", "multimodal_data"}
         return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, dict) for p in prompt):
+        return list(prompt)
     if isinstance(prompt, list) and prompt:
         if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             return [prompt]

@@ -11,8 +11,8 @@ conversation.
 
 - ``instructions`` becomes the first system message; ``input`` is a string (one user
   message) or items: messages (``input_text`` / ``output_text`` / ``refusal`` parts;
-  ``input_image`` becomes an image part, refused with a 400 while no multimodal model is
-  supported), ``function_call`` items, ``function_call_output`` items (a tool message; the
+  ``input_image`` becomes an image part (webapp/media.py; a 400 without
+  --mmproj), ``function_call`` items, ``function_call_output`` items (a tool message; the
   ``call_id`` must belong to an earlier ``function_call``) and ``reasoning`` items. Assistant
   items in a row (reasoning, message, function calls) make one assistant message.
 - ``tools`` of type function (others, the hosted tools, are left out with a warning, as in

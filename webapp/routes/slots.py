@@ -17,7 +17,8 @@ from llama_lib import StateError
 from llama_lib.engine import Status
 
 from ..completion import call_engine, json_body
-from ..props import generation_settings
+from ..media import prompt_text
+from ..props import MEDIA_MARKER, generation_settings
 from ..errors import ApiError, BadRequest
 
 __all__ = ["make_blueprint", "slot_snapshot", "check_filename"]
@@ -107,6 +108,9 @@ def _save(engine, slot_id: int, path: str, filename: str):
         return _BUSY
     t0 = time.perf_counter()
     tokens = list(slot.cache_tokens)
+    if any(t < 0 for t in tokens):
+        raise BadRequest(f"Unable to save slot {slot_id}: its cache holds images or audio, which slot "
+                         "files cannot store; erase the slot or save it after a text-only request")
     try:
         n_written = engine.ctx.save_sequence(path, slot_id, tokens)
     except StateError:
@@ -163,6 +167,7 @@ def slot_snapshot(state) -> list[dict]:
     """The seed's /slots objects (also used by /health?include_slots)."""
     engine = state.ready_engine()
     observer = state.observer
+    spec = getattr(engine, "speculator", None)
     out = []
     for raw in call_engine(engine, lambda e: _raw_slots(e, observer)):
         req, final = raw["req"], raw["final"]
@@ -173,7 +178,8 @@ def slot_snapshot(state) -> list[dict]:
             "id": raw["id"],
             "id_task": req.id if req is not None else -1,
             "n_ctx": engine.n_ctx_slot,
-            "speculative": False,
+            "speculative": spec is not None,
+            "speculative.type": spec.name if spec is not None else "none",
             "is_processing": raw["processing"],
             "state": 1 if raw["processing"] else 0,
             "n_predict": n_predict,
@@ -182,7 +188,7 @@ def slot_snapshot(state) -> list[dict]:
             "n_prompt_tokens": raw["n_prompt"],
             "n_prompt_tokens_processed": raw["n_prompt_evaluated"],
             "n_prompt_tokens_cache": req.n_cached if req is not None else 0,
-            "prompt": engine.vocab.detokenize(raw["prompt"]) if raw["prompt"] else "",
+            "prompt": prompt_text(engine.vocab, raw["prompt"], MEDIA_MARKER) if raw["prompt"] else "",
             "params": generation_settings(state, engine, req.sampling or state.defaults, req.options)
             if req is not None else {},
             "next_token": {
