@@ -15,6 +15,11 @@
   from the sdist (``ggml-vocab-bert-bge.gguf``) and, optionally, a cross-encoder classifier
   head (``cls.weight``/``cls.bias`` then ``cls.output.weight``/``cls.output.bias``):
   a reranker small enough to build in a test.
+- ``renamed_tokens_model(src, dst, {id: text})``: ``src`` with some tokens renamed (unused
+  special tokens turned into markers such as ``<tool_call>``), weights unchanged.
+- ``tiny_llama(dst, vocab_model, ...)``: a random one-layer ``llama`` with the tokenizer of
+  ``vocab_model`` (a speculative-decoding draft that almost never agrees).
+- ``write_f32_gguf(dst, kv, weights)``: the writer the random-weight builders share.
 
 ``gguf.GGUFReader`` builds one numpy object per vocabulary string (about 15 s for the default
 model on a busy 2-core machine), so the layout is read here with a small skipping parser
@@ -320,10 +325,16 @@ def bert_model(dst: str, vocab: str, weights: dict[str, np.ndarray], *, n_head: 
     if rerank_template is not None:
         kv.append(_encode_kv("tokenizer.chat_template.rerank", rerank_template, T.STRING))
     kv += [_string_bytes(key) + raw for key, raw, _v in layout.kv if key.startswith("tokenizer.")]
+    return write_f32_gguf(dst, kv, weights)
+
+
+def write_f32_gguf(dst: str, kv: list[bytes], weights: dict[str, np.ndarray]) -> str:
+    """A GGUF v3 file of the encoded KV pairs ``kv`` and float32 ``weights`` (numpy shapes,
+    written in ggml order: ne0 first)."""
     align = gguf.GGUF_DEFAULT_ALIGNMENT
     info, data, offset = [], [], 0
     for name, tensor in weights.items():
-        dims = tensor.shape[::-1]                       # ggml order: ne0 first
+        dims = tensor.shape[::-1]
         info.append(_string_bytes(name) + struct.pack(f"<I{len(dims)}Q", len(dims), *dims)
                     + struct.pack("<IQ", gguf.GGMLQuantizationType.F32, offset))
         raw = tensor.astype("<f4").tobytes()
@@ -337,3 +348,34 @@ def bert_model(dst: str, vocab: str, weights: dict[str, np.ndarray], *, n_head: 
         for raw in data:
             f.write(raw)
     return dst
+
+
+def tiny_llama(dst: str, vocab_model: str, *, n_embd: int = 64, n_ff: int = 128, n_head: int = 2,
+               seed: int = 0) -> str:
+    """A random one-layer ``llama`` GGUF with the tokenizer metadata of ``vocab_model``."""
+    layout = read_layout(vocab_model)
+    n_vocab = next(dims[1] for name, dims, _t, _o in layout.tensors if name == "token_embd.weight")
+    rng = np.random.default_rng(seed)
+
+    def m(n_out, n_in):
+        return (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+
+    w = {"token_embd.weight": rng.standard_normal((n_vocab, n_embd)).astype(np.float32),
+         "output_norm.weight": np.ones(n_embd, np.float32),
+         "blk.0.attn_norm.weight": np.ones(n_embd, np.float32),
+         "blk.0.attn_q.weight": m(n_embd, n_embd), "blk.0.attn_k.weight": m(n_embd, n_embd),
+         "blk.0.attn_v.weight": m(n_embd, n_embd), "blk.0.attn_output.weight": m(n_embd, n_embd),
+         "blk.0.ffn_norm.weight": np.ones(n_embd, np.float32),
+         "blk.0.ffn_gate.weight": m(n_ff, n_embd), "blk.0.ffn_up.weight": m(n_ff, n_embd),
+         "blk.0.ffn_down.weight": m(n_embd, n_ff)}
+    kv = [_encode_kv("general.architecture", "llama", gguf.GGUFValueType.STRING),
+          _encode_kv("general.name", "tiny-random-llama", gguf.GGUFValueType.STRING),
+          _encode_kv("llama.block_count", 1, U32),
+          _encode_kv("llama.context_length", 2048, U32),
+          _encode_kv("llama.embedding_length", n_embd, U32),
+          _encode_kv("llama.feed_forward_length", n_ff, U32),
+          _encode_kv("llama.attention.head_count", n_head, U32),
+          _encode_kv("llama.attention.head_count_kv", n_head, U32),
+          _encode_kv("llama.attention.layer_norm_rms_epsilon", 1e-5, gguf.GGUFValueType.FLOAT32)]
+    kv += [_string_bytes(key) + raw for key, raw, _v in layout.kv if key.startswith("tokenizer.")]
+    return write_f32_gguf(dst, kv, w)

@@ -7,17 +7,13 @@ the load with a clear message.
 """
 from __future__ import annotations
 
-import struct
 import time
 
-import numpy as np
 import pytest
 import requests
 
-import gguf
-
 from tests.conftest import ServerProcess
-from tests.gguf_builders import U32, _encode_kv, _string_bytes, read_layout, renamed_tokens_model
+from tests.gguf_builders import renamed_tokens_model, tiny_llama
 
 pytestmark = pytest.mark.slow
 
@@ -27,53 +23,6 @@ PROMPT = ("Copy the list exactly.\n"
           "red apple, green pear, yellow banana, purple plum, orange peach, red cherry\n"
           "red apple, green pear, yellow banana,")
 COMMON = ("-np", "2", "-c", "2048", "--cache-ram", "0")
-
-
-def tiny_llama(dst: str, vocab_model: str, *, n_embd: int = 64, n_ff: int = 128, n_head: int = 2,
-               seed: int = 0) -> str:
-    """A random one-layer ``llama`` GGUF with the tokenizer metadata of ``vocab_model``."""
-    layout = read_layout(vocab_model)
-    n_vocab = next(dims[1] for name, dims, _t, _o in layout.tensors if name == "token_embd.weight")
-    rng = np.random.default_rng(seed)
-
-    def m(n_out, n_in):
-        return (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
-
-    w = {"token_embd.weight": rng.standard_normal((n_vocab, n_embd)).astype(np.float32),
-         "output_norm.weight": np.ones(n_embd, np.float32),
-         "blk.0.attn_norm.weight": np.ones(n_embd, np.float32),
-         "blk.0.attn_q.weight": m(n_embd, n_embd), "blk.0.attn_k.weight": m(n_embd, n_embd),
-         "blk.0.attn_v.weight": m(n_embd, n_embd), "blk.0.attn_output.weight": m(n_embd, n_embd),
-         "blk.0.ffn_norm.weight": np.ones(n_embd, np.float32),
-         "blk.0.ffn_gate.weight": m(n_ff, n_embd), "blk.0.ffn_up.weight": m(n_ff, n_embd),
-         "blk.0.ffn_down.weight": m(n_embd, n_ff)}
-    kv = [_encode_kv("general.architecture", "llama", gguf.GGUFValueType.STRING),
-          _encode_kv("general.name", "tiny-random-llama", gguf.GGUFValueType.STRING),
-          _encode_kv("llama.block_count", 1, U32),
-          _encode_kv("llama.context_length", 2048, U32),
-          _encode_kv("llama.embedding_length", n_embd, U32),
-          _encode_kv("llama.feed_forward_length", n_ff, U32),
-          _encode_kv("llama.attention.head_count", n_head, U32),
-          _encode_kv("llama.attention.head_count_kv", n_head, U32),
-          _encode_kv("llama.attention.layer_norm_rms_epsilon", 1e-5, gguf.GGUFValueType.FLOAT32)]
-    kv += [_string_bytes(key) + raw for key, raw, _v in layout.kv if key.startswith("tokenizer.")]
-    align = gguf.GGUF_DEFAULT_ALIGNMENT
-    info, data, offset = [], [], 0
-    for name, tensor in w.items():
-        dims = tensor.shape[::-1]
-        info.append(_string_bytes(name) + struct.pack(f"<I{len(dims)}Q", len(dims), *dims)
-                    + struct.pack("<IQ", gguf.GGMLQuantizationType.F32, offset))
-        raw = tensor.astype("<f4").tobytes()
-        raw += b"\0" * (-len(raw) % align)
-        data.append(raw)
-        offset += len(raw)
-    meta = struct.pack("<IIQQ", gguf.GGUF_MAGIC, 3, len(w), len(kv)) + b"".join(kv) + b"".join(info)
-    meta += b"\0" * (-len(meta) % align)
-    with open(dst, "wb") as f:
-        f.write(meta)
-        for raw in data:
-            f.write(raw)
-    return dst
 
 
 def complete(srv, **body):
