@@ -31,7 +31,7 @@ from llama_lib.engine import media as placeholders
 from .errors import BadRequest
 
 __all__ = ["MediaPrompt", "projector", "require", "chat_media", "tokenize", "load_url",
-           "prompt_text", "image_data_prompt", "attach_projector", "ProjectorError", "NOT_SUPPORTED"]
+           "prompt_text", "image_data_prompt", "object_prompt", "content_prompt", "media_part", "attach_projector", "ProjectorError", "NOT_SUPPORTED"]
 
 NOT_SUPPORTED = "image input is not supported - start the server with --mmproj"
 MAX_FETCH_BYTES = 20 * 1024 * 1024
@@ -169,33 +169,67 @@ def chat_media(engine, settings, body: dict) -> tuple[dict, list[bytes], list[st
             continue
         parts = []
         for j, part in enumerate(content):
-            where = f"messages[{i}].content[{j}]"
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "image_url":
-                mm = require(engine, "image", f"{where} (image_url)")
-                spec = part.get("image_url")
-                url = spec.get("url") if isinstance(spec, dict) else spec
-                files.append(load_url(url, f"{where}.image_url.url", settings))
-                names.append(f"{where} (image_url)")
-                parts.append({"type": "text", "text": mm.marker})
-            elif kind == "input_audio":
-                mm = require(engine, "audio", f"{where} (input_audio)")
-                spec = part.get("input_audio")
-                if not isinstance(spec, dict):
-                    raise BadRequest(f"{where}.input_audio must be an object with 'data' and 'format'")
-                data = spec.get("data", spec.get("url"))
-                fmt = spec.get("format")
-                if fmt is not None and fmt not in ("wav", "mp3", "flac"):
-                    raise BadRequest(f"{where}.input_audio.format must be 'wav', 'mp3' or 'flac'")
-                files.append(load_url(data, f"{where}.input_audio.data", settings))
-                names.append(f"{where} (input_audio)")
-                parts.append({"type": "text", "text": mm.marker})
-            else:
+            got = media_part(engine, settings, part, f"messages[{i}].content[{j}]")
+            if got is None:
                 parts.append(part)
+                continue
+            data, name, marker = got
+            files.append(data)
+            names.append(name)
+            parts.append({"type": "text", "text": marker})
         out_messages.append({**msg, "content": parts})
     if not files:
         return body, [], []
     return {**body, "messages": out_messages}, files, names
+
+
+def media_part(engine, settings, part, where: str):
+    """``(bytes, name, marker)`` for an ``image_url`` or ``input_audio`` content part, None
+    for any other part. The part's own shape (URL, base64, audio format) is checked first,
+    then whether the projector takes its kind: each problem a 400 naming ``where``."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "image_url":
+        spec = part.get("image_url")
+        url = spec.get("url") if isinstance(spec, dict) else spec
+        mm = require(engine, "image", f"{where} (image_url)")
+        return load_url(url, f"{where}.image_url.url", settings), f"{where} (image_url)", mm.marker
+    if kind == "input_audio":
+        spec = part.get("input_audio")
+        if not isinstance(spec, dict):
+            raise BadRequest(f"{where}.input_audio must be an object with 'data' and 'format'")
+        fmt = spec.get("format")
+        if fmt is not None and fmt not in ("wav", "mp3", "flac"):
+            raise BadRequest(f"{where}.input_audio.format must be 'wav', 'mp3' or 'flac', not {fmt!r}")
+        url = spec.get("data", spec.get("url"))
+        if isinstance(url, str) and re.match(r"(?i)(https?|file)://", url):    # nothing fetched in vain
+            mm = require(engine, "audio", f"{where} (input_audio)")
+            return load_url(url, f"{where}.input_audio.data", settings), f"{where} (input_audio)", mm.marker
+        data = load_url(url, f"{where}.input_audio.data", settings)
+        mm = require(engine, "audio", f"{where} (input_audio)")
+        return data, f"{where} (input_audio)", mm.marker
+    return None
+
+
+def content_prompt(engine, settings, content, where: str) -> tuple[str, list[bytes], list[str]]:
+    """llama-server's OAI content array as one prompt (``{"content": [parts]}`` items of
+    /embeddings): the text parts' text joined, each media part as the marker."""
+    if not isinstance(content, list):
+        raise BadRequest(f"'{where}.content' must be an array of content parts")
+    text, files, names = [], [], []
+    for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
+        got = media_part(engine, settings, part, at)
+        if got is not None:
+            files.append(got[0])
+            names.append(got[1])
+            text.append(got[2])
+        elif isinstance(part, dict) and part.get("type", "text") == "text":
+            if not isinstance(part.get("text"), str):
+                raise BadRequest(f"'{at}.text' must be a string")
+            text.append(part["text"])
+        else:
+            raise BadRequest(f"'{at}' must be a text, image_url or input_audio part")
+    return "".join(text), files, names
 
 
 def image_data_prompt(prompt: str, image_data, marker: str) -> tuple[str, list]:
@@ -240,8 +274,11 @@ def tokenize(engine, text: str, files: list[bytes], names: list[str], *,
                          f"{'file' if len(files) == 1 else 'files'} were given; each file needs one "
                          f"marker ({mm.marker}) where it goes")
     for name, data in zip(names, files):
-        if _sniff(data) is None:
+        kind = _sniff(data)
+        if kind is None:
             raise BadRequest(f"{name} is not an image or audio file the server can decode")
+        if kind == "audio" and not mm.audio or kind == "image" and not mm.vision:
+            raise BadRequest(f"{name}: {kind} input is not supported by this server's projector")
     from llama_lib.mtmd import MediaError
     try:
         pieces = mm.tokenize(text, files, add_special=add_special, parse_special=True)
@@ -358,23 +395,10 @@ def completion_prompts(engine, settings, body: dict, prompts: list) -> tuple[lis
         where = "prompt" if len(prompts) == 1 else f"prompt[{n}]"
         got = None
         if isinstance(prompt, dict):
-            if "prompt_string" not in prompt:
-                raise BadRequest(f"'{where}' objects must have a 'prompt_string'")
-            text = prompt["prompt_string"]
-            data = prompt.get("multimodal_data")
-            if data is None:
-                tokens_out.append(tokenize_prompt(engine.vocab, text, where))
-                media_out.append(None)
-                continue
-            if projector(engine) is None:
-                raise BadRequest(NOT_SUPPORTED)
-            if not isinstance(text, str):
-                raise BadRequest(f"'{where}.prompt_string' must be a string when it comes with 'multimodal_data'")
-            if not isinstance(data, list):
-                raise BadRequest(f"'{where}.multimodal_data' must be a list of base64 strings")
-            names = [f"{where}.multimodal_data[{i}]" for i in range(len(data))]
-            files = [decode_base64(d, name) for d, name in zip(data, names)]
-            got = tokenize(engine, text, files, names)
+            tokens, chunks = object_prompt(engine, settings, prompt, where)
+            tokens_out.append(tokens)
+            media_out.append(chunks)
+            continue
         elif image_data and isinstance(prompt, str):
             mm = projector(engine)
             if mm is None:
@@ -390,3 +414,34 @@ def completion_prompts(engine, settings, body: dict, prompts: list) -> tuple[lis
             tokens_out.append(got.tokens)
             media_out.append(got.media or None)
     return tokens_out, media_out
+
+
+def object_prompt(engine, settings, prompt: dict, where: str, *,
+                  content_array: bool = False) -> tuple[list[int], dict | None]:
+    """Tokens and media map (None without media) of a prompt object: llama-server's
+    ``{"prompt_string": ..., "multimodal_data": [base64, ...]}``, and with ``content_array``
+    (/embeddings) also ``{"content": [OAI content parts]}``."""
+    from .completion import tokenize_prompt
+    if content_array and "content" in prompt and "prompt_string" not in prompt:
+        text, files, names = content_prompt(engine, settings, prompt["content"], where)
+        if not files:
+            return tokenize_prompt(engine.vocab, text, where), None
+        got = tokenize(engine, text, files, names)
+        return got.tokens, got.media or None
+    if "prompt_string" not in prompt:
+        raise BadRequest(f"'{where}' objects must have a 'prompt_string'"
+                         + (" (or a 'content' array of parts)" if content_array else ""))
+    text = prompt["prompt_string"]
+    data = prompt.get("multimodal_data")
+    if data is None:
+        return tokenize_prompt(engine.vocab, text, where), None
+    if projector(engine) is None:
+        raise BadRequest(NOT_SUPPORTED)
+    if not isinstance(text, str):
+        raise BadRequest(f"'{where}.prompt_string' must be a string when it comes with 'multimodal_data'")
+    if not isinstance(data, list):
+        raise BadRequest(f"'{where}.multimodal_data' must be a list of base64 strings")
+    names = [f"{where}.multimodal_data[{i}]" for i in range(len(data))]
+    files = [decode_base64(d, name) for d, name in zip(data, names)]
+    got = tokenize(engine, text, files, names)
+    return got.tokens, got.media or None

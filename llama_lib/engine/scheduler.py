@@ -339,7 +339,8 @@ class Scheduler:
             return
         for slot in self.slots:
             req = slot.request
-            if req is None or req.status is not Status.PROMPT or budget <= 0 or req.options.embedding \
+            if req is None or req.status is not Status.PROMPT or budget <= 0 \
+                    or req.options.embedding and not media.has_media(slot.pending) \
                     or slot.leader >= 0 or req.options.lora != plan.lora or not slot.pending or slot.pending[0] < 0:
                 continue     # (a media chunk next: it gets a step of its own)
             n = media.text_run(slot.pending, budget)
@@ -376,7 +377,8 @@ class Scheduler:
         sets: list = []
         for slot in self.slots:
             req = slot.request
-            if req is not None and slot.pending and not req.options.embedding \
+            if req is not None and slot.pending \
+                    and (not req.options.embedding or media.has_media(slot.pending)) \
                     and req.options.lora not in sets:
                 sets.append(req.options.lora)
         if not sets:
@@ -386,14 +388,17 @@ class Scheduler:
 
     def _embedding_batch(self, plan: Plan) -> bool:
         """Pooled embeddings need each input whole in one batch, and a batch of their own:
-        all waiting inputs that fit ``n_batch``. The scheduler alternates such batches with
+        all waiting inputs that fit ``n_batch``. An input with images or audio goes through
+        the prompt batches and media steps up to its last chunk (no outputs), and only its
+        last text run comes here. The scheduler alternates such batches with
         generation whenever both have work, so neither starves the other."""
         entries: list[PlanEntry] = []
         total = 0
         for slot in self.slots:
             req = slot.request
-            if req is None or req.status is not Status.PROMPT or not req.options.embedding:
-                continue
+            if req is None or req.status is not Status.PROMPT or not req.options.embedding \
+                    or media.has_media(slot.pending):
+                continue     # (an input with media: evaluated as a prompt up to its last chunk)
             if self.pooled_inputs_per_batch and len(entries) == self.pooled_inputs_per_batch:
                 break
             if total + len(slot.pending) <= self.n_batch:

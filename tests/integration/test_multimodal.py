@@ -308,3 +308,136 @@ def test_file_urls_need_a_media_path(server_factory, projector):
     bare = server_factory("-np", "1", "-c", "1024", "--mmproj", projector)
     r = bare.post("/v1/chat/completions", json={"messages": image_message("file:///tmp/x.png"), **GREEDY})
     assert r.status_code == 400 and "--media-path" in r.json()["error"]["message"]
+
+
+# --- embeddings with media (--embeddings --mmproj) -----------------------------------------
+def wav_bytes() -> bytes:
+    """A tiny valid 16-bit mono PCM WAV file."""
+    import io
+    import wave
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x01" * 1600)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def embed_server(server_factory, projector):
+    return server_factory("--embeddings", "--pooling", "mean", "-np", "2", "-c", "2048", "-ub", "64",
+                          "--mmproj", projector, "--metrics")
+
+
+def mm_item(marker, data: bytes, text: str = "Look: {m} at this picture") -> dict:
+    return {"prompt_string": text.format(m=marker), "multimodal_data": [b64(data)]}
+
+
+def test_an_embedding_follows_the_image(embed_server):
+    import numpy as np
+    marker = embed_server.get("/props").json()["media_marker"]
+    r = embed_server.post("/v1/embeddings", json={"input": [
+        mm_item(marker, CHECKER), mm_item(marker, CHECKER), mm_item(marker, RED),
+        "Look:  at this picture"]})
+    assert r.status_code == 200, r.text
+    vecs = [np.array(d["embedding"]) for d in r.json()["data"]]
+    assert [d["index"] for d in r.json()["data"]] == [0, 1, 2, 3]
+    assert np.abs(vecs[0] - vecs[1]).max() < 1e-4            # the same image, the same vector
+    assert np.abs(vecs[0] - vecs[2]).max() > 1e-3            # another image, another vector
+    assert np.abs(vecs[0] - vecs[3]).max() > 1e-3            # the text alone differs
+    assert abs(np.linalg.norm(vecs[0]) - 1) < 1e-4
+    # the prompt tokens count each image's tokens
+    text_only = embed_server.post("/v1/embeddings", json={"input": "Look:  at this picture"}).json()
+    def count(text, add_special):
+        return len(embed_server.post("/tokenize", json={"content": text, "add_special": add_special}).json()["tokens"])
+    one = count("Look: ", True) + IMAGE_TOKENS + count(" at this picture", False)
+    assert r.json()["usage"]["prompt_tokens"] == 3 * one + text_only["usage"]["prompt_tokens"]
+
+
+def test_native_embedding_takes_multimodal_and_content_arrays(embed_server):
+    import numpy as np
+    marker = embed_server.get("/props").json()["media_marker"]
+    single = embed_server.post("/embedding", json={"content": mm_item(marker, BLUE_BMP, "see {m} now")})
+    assert single.status_code == 200, single.text
+    parts = {"content": [{"type": "text", "text": "see "},
+                         {"type": "image_url", "image_url": {"url": data_url(BLUE_BMP, "image/bmp")}},
+                         {"type": "text", "text": " now"}]}
+    many = embed_server.post("/embeddings", json={"content": [parts, "see  now"]})
+    assert many.status_code == 200, many.text
+    a = np.array(single.json()["embedding"])
+    b = np.array(many.json()[0]["embedding"])
+    assert np.abs(a - b).max() < 1e-4                        # both forms are the same prompt
+    assert np.abs(a - np.array(many.json()[1]["embedding"])).max() > 1e-3
+    assert embed_server.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("item, message", [
+    pytest.param({"prompt_string": "no marker", "multimodal_data": [b64(RED)]}, "0 media markers but 1 file",
+                 id="no-marker"),
+    pytest.param({"prompt_string": "end {m}", "multimodal_data": [b64(RED)]}, "must not end with an image",
+                 id="ends-with-image"),
+    pytest.param({"prompt_string": "x {m} y", "multimodal_data": ["@@"]}, "not valid base64", id="bad-base64"),
+    pytest.param({"prompt_string": "x {m} y", "multimodal_data": [b64(wav_bytes())]},
+                 "multimodal_data[0]: audio input is not supported by this server's projector", id="audio"),
+    pytest.param({"content": [{"type": "input_audio", "input_audio": {"data": b64(wav_bytes()), "format": "wav"}},
+                              {"type": "text", "text": "hi"}]}, "audio input is not supported", id="input-audio"),
+    pytest.param({"prompt_string": "x {m} " + "word " * 100, "multimodal_data": [b64(RED)]},
+                 "after its last image or audio", id="tail-over-ubatch"),
+])
+def test_bad_multimodal_embedding_inputs_are_a_400(embed_server, item, message):
+    marker = embed_server.get("/props").json()["media_marker"]
+    if "prompt_string" in item:
+        item = {**item, "prompt_string": item["prompt_string"].format(m=marker)}
+    r = embed_server.post("/v1/embeddings", json={"input": [item]})
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]["message"]
+    assert not any(s["is_processing"] for s in embed_server.get("/slots").json())
+
+
+def test_embeddings_without_a_projector_refuse_media(server_factory):
+    plain = server_factory("--embeddings", "-np", "1", "-c", "512")
+    r = plain.post("/embedding", json={"content": {"prompt_string": "x <__media__> y",
+                                                   "multimodal_data": [b64(RED)]}})
+    assert r.status_code == 400 and "--mmproj" in r.json()["error"]["message"]
+    r = plain.post("/embedding", json={"content": {"prompt_string": "just text"}})   # no media: fine
+    assert r.status_code == 200, r.text
+
+
+# --- infill: text only, as llama-server ------------------------------------------------------
+@pytest.mark.parametrize("extra", [
+    pytest.param({"multimodal_data": [b64(RED)]}, id="multimodal_data"),
+    pytest.param({"image_data": [{"data": b64(RED), "id": 1}]}, id="image_data"),
+    pytest.param({"prompt": {"prompt_string": "x <__media__> y", "multimodal_data": [b64(RED)]}}, id="prompt-object"),
+    pytest.param({"input_extra": [{"filename": "a.png", "text": "", "multimodal_data": [b64(RED)]}]},
+                 id="input_extra"),
+])
+def test_infill_refuses_media(server, extra):
+    r = server.post("/infill", json={"input_prefix": "def f(", "input_suffix": ")", **extra})
+    assert r.status_code == 400, r.text
+    assert "/infill takes no images or audio" in r.json()["error"]["message"]
+
+
+# --- audio: the public API's checks (the test projector has no audio encoder) -------------
+@pytest.mark.parametrize("audio, message", [
+    pytest.param({"data": b64(wav_bytes()), "format": "wav"}, "content[1] (input_audio): audio input is not "
+                 "supported by this server's projector", id="valid-wav"),
+    pytest.param({"data": "@@not base64@@", "format": "wav"}, "input_audio.data is not valid base64",
+                 id="invalid-base64"),
+    pytest.param({"data": b64(wav_bytes()), "format": "ogg"}, "input_audio.format must be 'wav', 'mp3' or 'flac'",
+                 id="unsupported-format"),
+    pytest.param("not-an-object", "input_audio must be an object", id="not-an-object"),
+])
+def test_input_audio_problems_are_a_400(server, audio, message):
+    r = server.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "listen"}, {"type": "input_audio", "input_audio": audio}]}], **GREEDY})
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("route", ["/completion", "/v1/completions"])
+def test_multimodal_data_audio_to_a_vision_projector_is_refused(server, marker, route):
+    r = server.post(route, json={"prompt": {"prompt_string": f"listen {marker} now",
+                                            "multimodal_data": [b64(wav_bytes())]}, "max_tokens": 2})
+    assert r.status_code == 400, r.text
+    assert "audio input is not supported by this server's projector" in r.json()["error"]["message"]

@@ -25,6 +25,7 @@ from llama_lib.engine import GenerationOptions, Request
 
 from ..completion import collect_all, json_body, tokenize_prompt
 from ..errors import ApiError, BadRequest
+from ..media import object_prompt
 from .openai import check_known_fields, response_model
 
 __all__ = ["make_blueprint", "normalize", "embedding_inputs", "evaluate"]
@@ -50,7 +51,7 @@ def make_blueprint(state) -> Blueprint:
         body = json_body()
         key = "content" if "content" in body else "input"
         inputs, single = embedding_inputs(body, key)
-        results = _embed(engine, inputs, key, _norm_of(body))
+        results = _embed(engine, state.settings, inputs, key, _norm_of(body))
         vectors = [vec for vec, _n in results]
         if single:
             return jsonify({"embedding": vectors[0]})
@@ -72,7 +73,7 @@ def make_blueprint(state) -> Blueprint:
             raise BadRequest("'dimensions' is not supported: the model's vectors have "
                              f"{engine.model.n_embd} dimensions")
         inputs, _single = embedding_inputs(body, "input")
-        results = _embed(engine, inputs, "input", _norm_of(body))
+        results = _embed(engine, state.settings, inputs, "input", _norm_of(body))
         data = []
         for i, (vec, _n) in enumerate(results):
             if fmt == "base64":
@@ -93,9 +94,13 @@ def embedding_inputs(body: dict, key: str) -> tuple[list, bool]:
     if isinstance(value, str) or (isinstance(value, list) and value and
                                   all(isinstance(t, int) and not isinstance(t, bool) for t in value)):
         return [value], True
-    if isinstance(value, list) and value and all(isinstance(v, (str, list)) for v in value):
+    if isinstance(value, dict):
+        return [value], True
+    if isinstance(value, list) and value and all(isinstance(v, (str, list, dict)) for v in value):
         return list(value), False
-    raise BadRequest(f"'{key}' must be a string, a list of token ids, or a non-empty list of those")
+    raise BadRequest(f"'{key}' must be a string, a list of token ids, a prompt object "
+                     "({\"prompt_string\", \"multimodal_data\"} or {\"content\": [parts]}), "
+                     "or a non-empty list of those")
 
 
 def _norm_of(body: dict) -> int:
@@ -120,36 +125,61 @@ def normalize(vec: np.ndarray, mode: int) -> np.ndarray:
     return (v / norm if norm > 0 else v).astype(np.float32)
 
 
-def _embed(engine, inputs: list, key: str, norm: int) -> list[tuple[list, int]]:
+def _embed(engine, settings, inputs: list, key: str, norm: int) -> list[tuple[list, int]]:
     """(vector or per-token vectors, input tokens) for each input, evaluated together."""
     vocab = engine.vocab
     token_lists = []
+    media = {}
     for i, value in enumerate(inputs):
         where = key if len(inputs) == 1 else f"{key}[{i}]"
-        token_lists.append((where, tokenize_prompt(vocab, value, where)))
+        if isinstance(value, dict):
+            tokens, chunks = object_prompt(engine, settings, value, where, content_array=True)
+            token_lists.append((where, tokens))
+            media[where] = chunks
+        else:
+            token_lists.append((where, tokenize_prompt(vocab, value, where)))
     pooled = engine.ctx.pooling != POOLING_NONE
     out = []
-    for vec, (_where, tokens) in zip(evaluate(engine, token_lists), token_lists):
+    for vec, (_where, tokens) in zip(evaluate(engine, token_lists, media), token_lists):
         if pooled:
             vec = normalize(np.asarray(vec, dtype=np.float32), norm).tolist()
         out.append((vec, len(tokens)))
     return out
 
 
-def evaluate(engine, token_lists: list[tuple[str, list[int]]]) -> list[list]:
+def evaluate(engine, token_lists: list[tuple[str, list[int]]], media: dict | None = None) -> list[list]:
     """The engine's output for each ``(where, tokens)`` input, evaluated together: the pooled
     vector (with rank pooling, the classifier's scores), or one vector per token with pooling
-    none. An empty input, or one that does not fit one physical batch, is a 400 naming it."""
+    none. An empty input, or one that does not fit one physical batch, is a 400 naming it.
+
+    ``media``: where -> the input's media chunks (webapp/media.py), for inputs with images or
+    audio. Such an input's text and media chunks up to its last chunk are evaluated into the
+    slot's sequence as a generation prompt is, then the text after the last chunk, which
+    must fit one physical batch, in an embedding batch: its vector pools that last text run
+    (which attends to everything before it), as llama-server's last decode does."""
+    media = media or {}
     limit = min(engine.ctx.n_ubatch, engine.scheduler.n_batch, engine.n_ctx_slot)
     for where, tokens in token_lists:
         if not tokens:
             raise BadRequest(f"'{where}' is empty")
+        if media.get(where):
+            if len(tokens) > engine.n_ctx_slot:
+                raise BadRequest(f"'{where}' has {len(tokens)} tokens (its images or audio included); "
+                                 f"the context of a slot holds {engine.n_ctx_slot}",
+                                 n_prompt_tokens=len(tokens), n_ctx=engine.n_ctx_slot)
+            tail = len(tokens) - max(i for i, t in enumerate(tokens) if t < 0) - 1
+            if tail > limit:
+                raise BadRequest(f"'{where}' has {tail} tokens after its last image or audio; "
+                                 f"that text may have {limit} at most (one physical batch: start "
+                                 "the server with a larger -ub)", n_prompt_tokens=tail, n_ubatch=limit)
+            continue
         if len(tokens) > limit:
             raise BadRequest(f"'{where}' has {len(tokens)} tokens; an input may have {limit} at most "
                              f"(one physical batch: start the server with a larger -ub)",
                              n_prompt_tokens=len(tokens), n_ubatch=limit)
     options = GenerationOptions(n_predict=0, cache_prompt=False, truncate_prompt=False, embedding=True)
-    requests = [Request(prompt_tokens=tokens, options=options) for _where, tokens in token_lists]
+    requests = [Request(prompt_tokens=tokens, options=options, media=media.get(where))
+                for where, tokens in token_lists]
     # submitted together, so the scheduler batches them; any failure aborts the rest
     finals = [got.final for got in collect_all(engine, requests)]
     if any(final.embeddings is None for final in finals):

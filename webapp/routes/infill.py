@@ -15,6 +15,10 @@ Budgets (as llama.cpp): the prefix keeps its last ``3/4 * n_batch`` tokens and t
 first ``n_batch/4 - 2 - len(prompt)``, so the FIM part fits one batch; the extra context keeps
 its last tokens that leave room for the answer (``n_predict``, or a quarter of the slot's
 context when unlimited).
+
+No media: as in llama-server, the prompt and the ``input_extra`` chunks are text only; a
+request carrying images or audio (``multimodal_data``, ``image_data``, a prompt object, media
+in an ``input_extra`` chunk) is a 400 that says so.
 """
 from __future__ import annotations
 
@@ -36,8 +40,9 @@ def make_blueprint(state) -> Blueprint:
     def infill():
         engine = state.ready_engine()
         vocab = engine.vocab
-        _check_model(vocab)
         body = json_body()
+        _refuse_media(body)
+        _check_model(vocab)
         for key in ("input_prefix", "input_suffix"):
             if key not in body:
                 raise BadRequest(f"'{key}' is required")
@@ -88,6 +93,28 @@ def _tokens(vocab, value, where: str) -> list[int]:
                                  f"in [0, {vocab.n_tokens})")
         return out
     raise BadRequest(f"'{where}' must be a string or a list of strings and token ids")
+
+
+NO_MEDIA = ("/infill takes no images or audio (llama-server's infill prompt is text only); "
+            "send a multimodal prompt to /completion instead")
+
+
+def _refuse_media(body) -> None:
+    """A 400 for any media in an infill request: llama-server reads its prompt as a string
+    and each ``input_extra`` chunk's ``text`` only, so media there would be dropped silently."""
+    if not isinstance(body, dict):
+        return
+    for key in ("multimodal_data", "image_data"):
+        if body.get(key):
+            raise BadRequest(f"'{key}': {NO_MEDIA}")
+    if isinstance(body.get("prompt"), dict):
+        raise BadRequest(f"'prompt' must be a string: {NO_MEDIA}")
+    extra = body.get("input_extra")
+    if isinstance(extra, list):
+        for i, chunk in enumerate(extra):
+            if isinstance(chunk, dict) and any(k in chunk for k in ("multimodal_data", "image_url",
+                                                                     "input_audio", "image_data")):
+                raise BadRequest(f"'input_extra[{i}]': {NO_MEDIA}")
 
 
 def _extra_chunks(value) -> list[tuple[str, str]]:
