@@ -268,7 +268,8 @@ let visionOf = null;   // the model (picker.current()) whose /props was read
 
 async function refreshVision() {
   const model = picker.current();
-  if (!config.urls.chat || visionOf === model) return;
+  // an unloaded model's /props would be a 400 (nothing is loaded just to ask): ask once it runs
+  if (!config.urls.chat || visionOf === model || !picker.loaded()) return;
   const vision = await fetchVision(config.urls.props, model, apiKey);
   if (vision === null || model !== picker.current()) return;   // unknown yet: asked again later
   visionOf = model;

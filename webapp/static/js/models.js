@@ -40,14 +40,16 @@ function label(model) {
 
 /**
  * Wire the picker. `getApiKey()` gives the key to send; `onChange(id)` is told the chosen
- * model ('' while the picker is hidden). Returns {current(), refresh()}: call refresh() again when
+ * model ('' while the picker is hidden). Returns {current(), loaded(), refresh()}: call refresh() again when
  * the statuses shown may have changed (after a request, which may have loaded a model).
  */
 export function installModelPicker(select, getApiKey, onChange) {
   let current = '';
+  let statuses = {};                  // id -> status value ('loaded', 'unloaded', ...)
 
   async function refresh() {
     const models = await listModels(select.dataset.url, getApiKey());
+    statuses = Object.fromEntries(models.map((m) => [m.id, (m.status && m.status.value) || 'loaded']));
     select.hidden = models.length < 2;
     if (models.length < 2) {          // nothing to choose; a lone router model is still named
       current = models.length ? models[0].id : '';
@@ -68,5 +70,7 @@ export function installModelPicker(select, getApiKey, onChange) {
     onChange(current);
   });
 
-  return { current: () => current, refresh };
+  // whether the chosen model is running (a single-model server's always is)
+  const loaded = () => !current || statuses[current] === undefined || statuses[current] === 'loaded';
+  return { current: () => current, loaded, refresh };
 }
