@@ -12,8 +12,8 @@ is not unique, so calls get the route's ids (the template maps ids back to its o
 """
 from __future__ import annotations
 
-from .base import GrammarPlan, ParseOptions, Probe
-from .grammar import GrammarBuilder, reasoning_block
+from .base import ParseOptions, Probe
+from .grammar import GrammarBuilder
 from .granite import WrappedAnswer, call_array_block
 from .jsonscan import Block, selected_tools
 
@@ -56,11 +56,7 @@ class CommandR7BFormat(WrappedAnswer):
         g.rule("call", " | ".join(calls))
         more = ' ( ws "," ws call )*' if parallel else ""
         g.rule("action", f'{g.marker(ACTION)} "[" ws call{more} ws "]" {g.marker(ACTION_END)}')
-        if choice.mode == "auto":
-            g.rule("root", "action")
-            return GrammarPlan(g.text(), lazy=True, trigger_words=[ACTION])
-        g.rule("root", f"{reasoning_block(g, self.reasoning_start, self.reasoning_end)}? action")
-        return GrammarPlan(g.text())
+        return self.finish_plan(g, "action", choice, [ACTION])
 
 
 FORMATS = [CommandR7BFormat]

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 
 from .base import ChatMessage, GrammarPlan, ParseOptions, Probe, ToolCall, held_back_prefix
-from .grammar import GrammarBuilder, lit, reasoning_block, text_without
+from .grammar import GrammarBuilder, lit, text_without
 from .jsonscan import (COMPLETE, INVALID, PARTIAL, Block, CallBlockFormat, is_json_object, scan_value,
                        selected_tools, skip_ws)
 from .qwen3_coder import json_member, literal_at, parameter_rules, typed_value
@@ -162,11 +162,7 @@ class _DeepSeek(CallBlockFormat):
 
     def _plan(self, g: GrammarBuilder, choice, section: str, trigger: str) -> GrammarPlan:
         """"auto": lazy, from ``trigger`` on; else the section, after the model's reasoning."""
-        if choice.mode == "auto":
-            g.rule("root", section)
-            return GrammarPlan(g.text(), lazy=True, trigger_words=[trigger])
-        g.rule("root", f"{reasoning_block(g, self.reasoning_start, self.reasoning_end)}? {section}")
-        return GrammarPlan(g.text())
+        return self.finish_plan(g, section, choice, [trigger])
 
 
 class DeepSeekR1Format(_DeepSeek):

@@ -177,9 +177,12 @@ def text_without(g: GrammarBuilder, forbidden: str, base: str = "text") -> str:
     return f"{prefix}-0"
 
 
-def reasoning_block(g: GrammarBuilder, start: str, end: str) -> str:
+def reasoning_block(g: GrammarBuilder, start: str, end: str, start_optional: bool = True) -> str:
     """A rule for the reasoning a full (non-lazy) tool grammar lets the model write before
-    its calls: ``start`` (optional, for prompts that open the block themselves), any text
-    without ``end``, ``end``, whitespace. Use it as ``f"{rule}? calls"``."""
+    its calls: ``start`` (optional unless ``start_optional`` is False: some prompts open the
+    block themselves), any text without ``end``, ``end``, a little whitespace (bounded: an
+    unbounded run of newlines is a loop a small model falls into). Use it as
+    ``f"{rule}? calls"``."""
     body = text_without(g, end, "reasoning-text")
-    return g.rule(g.fresh("reasoning"), f"( {g.marker(start)} )? {body} {g.marker(end)} [ \\t\\n]{{0,4}}")
+    opening = f"( {g.marker(start)} )?" if start_optional else g.marker(start)
+    return g.rule(g.fresh("reasoning"), f"{opening} {body} {g.marker(end)} [ \\t\\n]{{0,4}}")

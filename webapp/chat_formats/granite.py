@@ -14,9 +14,9 @@ Granite 4.0 and 4.1 write Hermes-style blocks and do not reason::
 """
 from __future__ import annotations
 
-from .base import ChatMessage, GrammarPlan, ParseOptions, Probe, ToolCall, held_back_prefix, split_reasoning
+from .base import ChatMessage, ParseOptions, Probe, ToolCall, held_back_prefix, split_reasoning
 from .deepseek import cut_at
-from .grammar import GrammarBuilder, reasoning_block
+from .grammar import GrammarBuilder
 from .hermes import HermesFormat
 from .jsonscan import (COMPLETE, INVALID, PARTIAL, Block, CallBlockFormat, growing_call, scan_call_object,
                        selected_tools, skip_ws)
@@ -119,11 +119,7 @@ class GraniteFormat(WrappedAnswer):
         g.rule("call", " | ".join(g.call_object(t) for t in chosen))
         more = ' ( ws "," ws call )*' if parallel else ""
         g.rule("calls", f'{g.marker(TOOL_CALL)} "[" ws call{more} ws "]"')
-        if choice.mode == "auto":
-            g.rule("root", "calls")
-            return GrammarPlan(g.text(), lazy=True, trigger_words=[TOOL_CALL])
-        g.rule("root", f"{reasoning_block(g, self.reasoning_start, self.reasoning_end)}? calls")
-        return GrammarPlan(g.text())
+        return self.finish_plan(g, "calls", choice, [TOOL_CALL])
 
 
 class Granite4Format(HermesFormat):

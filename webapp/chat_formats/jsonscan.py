@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from .base import (ChatFormat, ChatMessage, FormatError, GrammarPlan, ParseOptions, ToolCall, ToolChoice,
                    ToolSpec, held_back_prefix, split_reasoning_at_call)
-from .grammar import GrammarBuilder, text_without
+from .grammar import GrammarBuilder, reasoning_block
 
 __all__ = ["COMPLETE", "PARTIAL", "INVALID", "scan_value", "skip_ws", "scan_call_object",
            "CallObject", "Block", "CallBlockFormat", "parse_blocks", "is_json_object",
@@ -275,19 +275,23 @@ class CallBlockFormat(ChatFormat):
         nothing after the last. ``prefix``, ``suffix``: GBNF around the calls."""
         g.rule("call", " | ".join(calls))
         g.rule("calls", " ".join(x for x in (prefix, f"call ({sep} call)*" if parallel else "call", suffix) if x))
+        return self.finish_plan(g, "calls", choice, words, patterns, start_optional=False)
+
+    def finish_plan(self, g: GrammarBuilder, body: str, choice: ToolChoice, words=(), patterns=(),
+                    start_optional: bool = True) -> GrammarPlan:
+        """The root over ``body`` (the calls): "auto" -> lazy, from the trigger ``words`` /
+        ``patterns`` on; "required"/"named" -> full, with room for a reasoning block first
+        when the format has one and the template thinks (``template_thinks``)."""
         if choice.mode == "auto":
-            g.rule("root", "calls")
+            g.rule("root", body)
             return GrammarPlan(g.text(), lazy=True, trigger_words=list(words or []),
                                trigger_patterns=list(patterns or []))
         if self.reasoning_start and self.reasoning_end and self.template_thinks:
-            body = text_without(g, self.reasoning_end, "reasoning-text")
-            # bounded: an unbounded run of newlines is a loop a small model falls into
-            g.rule("reasoning", f"{g.marker(self.reasoning_start)} {body} {g.marker(self.reasoning_end)} "
-                                f"[ \\t\\n]{{0,4}}")
-            g.rule("root", "reasoning? calls")
+            block = reasoning_block(g, self.reasoning_start, self.reasoning_end, start_optional)
+            g.rule("root", f"{block}? {body}")
         else:
-            g.rule("root", "calls")
-        return GrammarPlan(g.text(), lazy=False)
+            g.rule("root", body)
+        return GrammarPlan(g.text())
 
     def first_call(self, body: str, partial: bool, opts: ParseOptions) -> int:
         """For the reasoning rule: where a call starts inside an unclosed reasoning block.

@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from .base import GrammarPlan, ParseOptions, Probe, ToolCall, ToolSpec
-from .grammar import GrammarBuilder, lit, reasoning_block, text_without
+from .base import ParseOptions, Probe, ToolCall, ToolSpec
+from .grammar import GrammarBuilder, lit, text_without
 from .jsonscan import COMPLETE, INVALID, PARTIAL, Block, CallBlockFormat, selected_tools, skip_ws
 
 __all__ = ["Qwen3CoderFormat", "Qwen3CoderThinkingFormat", "FORMATS", "schema_types", "typed_value",
@@ -230,15 +230,8 @@ class Qwen3CoderFormat(CallBlockFormat):
         if FUNC in self.openers:                       # the opening <tool_call> may be left out
             first = g.rule("call-first", f'( {g.marker(OPEN)} "\\n" )? fn {g.marker(CLOSE)}')
         g.rule("calls", f"{first} ( ws call )*" if parallel else first)
-        if choice.mode == "auto":
-            g.rule("root", "calls")
-            words = [OPEN] + ([f"{FUNC}{t.name}>" for t in chosen] if FUNC in self.openers else [])
-            return GrammarPlan(g.text(), lazy=True, trigger_words=words)
-        if self.reasoning_start:
-            g.rule("root", f"{reasoning_block(g, self.reasoning_start, self.reasoning_end)}? calls")
-        else:
-            g.rule("root", "calls")
-        return GrammarPlan(g.text())
+        words = [OPEN] + ([f"{FUNC}{t.name}>" for t in chosen] if FUNC in self.openers else [])
+        return self.finish_plan(g, "calls", choice, words)
 
 
 class Qwen3CoderThinkingFormat(Qwen3CoderFormat):
