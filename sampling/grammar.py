@@ -111,6 +111,7 @@ class LazyGrammarConstraint(GrammarConstraint):
         self._patterns = [(re.compile(p.encode()), p.startswith("^") and p.endswith("$"))
                           for p in patterns]
         self._refused: set[int] = set()
+        self._fired = (-1, None)      # (token, what _fires said): allows() then accept() ask once
 
     def _trigger_start(self, text: bytes) -> int:
         for rx, full in self._patterns:
@@ -127,12 +128,18 @@ class LazyGrammarConstraint(GrammarConstraint):
 
     def _fires(self, token: int) -> bytes | None:
         """The text the grammar would be given if ``token`` came next, or None if it would
-        not fire a trigger."""
+        not fire a trigger (the last answer is kept: the sampler asks allows() then accept()
+        for the same token, and the search runs over all the text so far)."""
+        if self._fired[0] == token:
+            return self._fired[1]
         if token in self._tokens:
-            return self._vocab.piece(token)
-        text = self._buffer + self._vocab.piece(token)
-        start = self._trigger_start(text)
-        return None if start < 0 else text[start:]
+            fired = self._vocab.piece(token)
+        else:
+            text = self._buffer + self._vocab.piece(token)
+            start = self._trigger_start(text)
+            fired = None if start < 0 else text[start:]
+        self._fired = (token, fired)
+        return fired
 
     def _accepts(self, text: bytes) -> bool:
         probe = GrammarConstraint(self._vocab, self._gbnf)
@@ -175,6 +182,7 @@ class LazyGrammarConstraint(GrammarConstraint):
         self._sampler.accept(token)
         self._passed, self._mask = -1, None
         self._refused.clear()
+        self._fired = (-1, None)
         if fired:
             self._awaiting = False
             self._buffer = b""
