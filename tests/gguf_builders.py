@@ -135,6 +135,12 @@ def copy_with_metadata(src: str, dst: str, overrides: dict[str, tuple[object, T]
         else:
             parts.append(_string_bytes(key) + raw)
     parts.extend(_encode_kv(key, value, vtype) for key, (value, vtype) in pending.items())
+    return _rewrite_kv(src, dst, layout, parts)
+
+
+def _rewrite_kv(src: str, dst: str, layout: Layout, parts: list[bytes]) -> str:
+    """Write ``dst``: ``src``'s tensors (info and data copied as they are) under the encoded
+    KV pairs ``parts``."""
     head = struct.pack("<IIQQ", gguf.GGUF_MAGIC, layout.version, len(layout.tensors), len(parts))
     meta = head + b"".join(parts) + layout.tensor_info
     meta += b"\0" * (-len(meta) % layout.alignment)
@@ -177,14 +183,7 @@ def renamed_tokens_model(src: str, dst: str, renamed: dict[int, str], *, token_t
     layout = read_layout(src)
     raws = _raw_array_overrides(layout, renamed, token_type)
     parts = [_string_bytes(key) + raws.get(key, raw) for key, raw, _value in layout.kv]
-    head = struct.pack("<IIQQ", gguf.GGUF_MAGIC, layout.version, len(layout.tensors), len(parts))
-    meta = head + b"".join(parts) + layout.tensor_info
-    meta += b"\0" * (-len(meta) % layout.alignment)
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        fout.write(meta)
-        fin.seek(layout.data_offset)
-        shutil.copyfileobj(fin, fout, 1 << 22)
-    return dst
+    return _rewrite_kv(src, dst, layout, parts)
 
 
 def fim_model(src: str, dst: str, *, pre: int, suf: int, mid: int, sep: int | None = None,
