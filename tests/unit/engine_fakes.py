@@ -154,3 +154,14 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
         time.sleep(0.01)
     return False
 
+
+
+def sched_step(sched, token: int = 7):
+    """One schedule/update round of a bare Scheduler where every entry that wants logits
+    samples ``token``: (plan, results)."""
+    plan = sched.schedule()
+    results = sched.update(plan, {e.slot.id: token for e in plan.entries if e.wants_logits})
+    for slot, tok in results:
+        if tok is not None:
+            sched.accept(slot, tok)
+    return plan, results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llama_lib.engine import GenerationOptions, Request, Scheduler, Status
 
-from .engine_fakes import FakeContext, gen_request, make_engine, wait_final
+from .engine_fakes import FakeContext, gen_request, make_engine, sched_step, wait_final
 
 A = (1.0, 0.0)
 B = (0.0, 0.5)
@@ -15,12 +15,7 @@ def req(tokens, lora=None) -> Request:
 
 
 def step(sched: Scheduler, token: int = 7):
-    plan = sched.schedule()
-    results = sched.update(plan, {e.slot.id: token for e in plan.entries if e.wants_logits})
-    for slot, tok in results:
-        if tok is not None:
-            sched.accept(slot, tok)
-    return plan
+    return sched_step(sched, token)[0]
 
 
 def test_requests_with_different_adapter_sets_take_turns_batch_by_batch():

@@ -10,6 +10,8 @@ from llama_lib.engine import media
 from webapp.errors import BadRequest
 from webapp.media import image_data_prompt, load_url, prompt_text
 
+from .engine_fakes import sched_step
+
 IMG = media.placeholders(5, 4)
 OTHER = media.placeholders(6, 4)
 
@@ -19,12 +21,7 @@ def req(tokens, **opts) -> Request:
 
 
 def run_step(sched: Scheduler, token: int = 7):
-    plan = sched.schedule()
-    results = sched.update(plan, {e.slot.id: token for e in plan.entries if e.wants_logits})
-    for slot, tok in results:
-        if tok is not None:
-            sched.accept(slot, tok)
-    return plan
+    return sched_step(sched, token)[0]
 
 
 def test_placeholders_are_negative_int32_and_name_their_chunk():

@@ -6,20 +6,14 @@ import pytest
 from llama_lib.engine import GenerationOptions, Request, Scheduler, Status
 from llama_lib.engine.scheduler import QueueFull, truncate_prompt
 
+from .engine_fakes import sched_step
+
 
 def req(tokens, **opts) -> Request:
     return Request(prompt_tokens=list(tokens), options=GenerationOptions(**opts))
 
 
-def run_step(sched: Scheduler, token: int = 7):
-    """One schedule/update round where every entry that wants logits samples `token`."""
-    plan = sched.schedule()
-    sampled = {e.slot.id: token for e in plan.entries if e.wants_logits}
-    results = sched.update(plan, sampled)
-    for slot, tok in results:
-        if tok is not None:
-            sched.accept(slot, tok)
-    return plan, results
+run_step = sched_step
 
 
 def test_a_request_is_admitted_and_its_prompt_evaluated_in_one_batch():
