@@ -440,12 +440,14 @@ class Engine:
                 except Exception as exc:
                     ended[child.id] = exc
         results = self.scheduler.update(plan, sampled)
-        drafted = {e.slot.id: (e.draft, index[e.slot.id]) for e in plan.entries if e.draft}
+        drafted = ({e.slot.id: (e.draft, index[e.slot.id]) for e in plan.entries if e.draft}
+                   if self.speculator is not None else {})
         for src, dst in plan.shares:
             self.ctx.seq_rm(dst, -1, -1)
             self.ctx.seq_cp(src, dst, -1, -1)
-        for entry in plan.entries:
-            self._report_progress(entry.slot)
+        for entry in plan.entries:          # only slots still on their prompt may report
+            if entry.slot.request is not None and entry.slot.request.status is Status.PROMPT:
+                self._report_progress(entry.slot)
         for child in (c for e in plan.entries for c in e.followers):
             self._report_progress(child)
         for slot, token in results:
