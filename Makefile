@@ -13,7 +13,7 @@ PORT    ?= 8080
 ARGS    ?=
 PYTEST_ARGS ?=
 
-PYX := $(wildcard sampling/*.pyx sampling/*.pxd)
+PYX := $(wildcard sampling/*.pyx sampling/*.pxd sampling/*.h)
 
 # The default libllama is llama-cpp-python's sdist compiled by build_scripts/llama_wheel.sh
 # into .wheels/<version>-<key>: the key hashes the version, the cmake flags and the CPU's
