@@ -50,6 +50,9 @@ class TimedContext:
     def logits(self, i: int) -> np.ndarray:
         return self._logits[i % len(self._logits)]
 
+    def logits_rows(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        return self._logits, np.asarray(indices, dtype=np.int64) % len(self._logits)
+
     def seq_rm(self, *a) -> bool:
         return True
 

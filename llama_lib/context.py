@@ -143,6 +143,18 @@ class Context(Owner):
             raise ContextError(f"no logits for batch index {i}", log_tail=[])
         return self._out_view[self._out_rows[i]]
 
+    def logits_rows(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Every output row's logits as one (n_outputs, n_vocab) view (valid until the next
+        decode) and the rows of the given batch indices: the engine draws for all its slots
+        from this table in one call."""
+        if not len(indices):
+            raise ContextError("no batch indices", log_tail=[])
+        self.logits(int(indices[0]))        # builds the view (and checks that there are outputs)
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.min() < 0 or idx.max() >= len(self._out_rows) or not np.all(self._out_flags[idx]):
+            raise ContextError(f"no logits for some of the batch indices {idx.tolist()}", log_tail=[])
+        return self._out_view, self._out_rows[idx]
+
     def embedding(self, i: int) -> np.ndarray:
         ptr = self._lib.llama_get_embeddings_ith(self.handle, i)
         if not ptr:

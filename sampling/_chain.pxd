@@ -4,8 +4,8 @@
 # point into. Python sees it as sampling._chain.Chain (_chain.pyi).
 #
 # How it fails: everything that allocates or checks the plan is here, outside the kernels,
-# and raises (ValueError naming what the plan got wrong, MemoryError); `run` and
-# `run_stages`, the per-token path, are `noexcept nogil` like the kernels they call.
+# and raises (ValueError naming what the plan got wrong, MemoryError); `core_run` and
+# `core_stages`, the per-token path, are `noexcept nogil` like the kernels they call.
 from libc.stdint cimport int32_t
 
 from ._candidates cimport cands_t
@@ -13,18 +13,28 @@ from ._rng cimport rng_t
 from ._stages cimport history_t, stage_t
 
 
+cdef struct core_t:
+    # everything one token's draw reads and writes: a plain struct, so that one nogil loop
+    # can draw for many chains (sample_rows)
+    cands_t c
+    rng_t rng
+    history_t h
+    stage_t* stages
+    Py_ssize_t n_stages
+    int final_kind                  # a FinalKind
+    float mu, tau, eta
+    Py_ssize_t mirostat_m
+    const int32_t* bias_ids
+    const float* bias_values
+    Py_ssize_t n_bias
+
+
+cdef void core_stages(core_t* k) noexcept nogil
+cdef int32_t core_run(core_t* k, const float* logits) noexcept nogil
+
+
 cdef class Chain:
-    cdef cands_t c
-    cdef rng_t rng
-    cdef history_t h
-    cdef stage_t* stages
-    cdef Py_ssize_t n_stages
-    cdef int final_kind             # a FinalKind
-    cdef float mu, tau, eta
-    cdef Py_ssize_t mirostat_m
-    cdef const int32_t* bias_ids
-    cdef const float* bias_values
-    cdef Py_ssize_t n_bias
+    cdef core_t k
     cdef int32_t* history           # owned; h.tokens points here
     cdef int32_t* counts            # owned; h.counts points here (NULL without penalties)
     cdef Py_ssize_t history_capacity
@@ -44,9 +54,6 @@ cdef class Chain:
     # history: MemoryError when it cannot grow
     cdef _reserve(self, Py_ssize_t capacity)
     cdef _push(self, int32_t token)
-    # per token: cannot fail
-    cdef void run_stages(self) noexcept nogil
-    cdef int32_t run(self, const float* logits) noexcept nogil
     # n_probs: builds a Python list (MemoryError)
     cdef list _top_probs(self, Py_ssize_t n)
     cdef double _prob_of(self, int32_t token) noexcept

@@ -4,7 +4,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Chain"]
+__all__ = ["Chain", "sample_rows"]
 
 class Chain:
     """One request's sampler: the stages of a ``sampling.sampler.ChainPlan``, its RNG and
@@ -32,3 +32,10 @@ class Chain:
     def candidates(self) -> tuple[
             npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """The (ids, logits, p) the last draw saw; ValueError after a greedy pick."""
+
+
+def sample_rows(chains: list[Chain], table: npt.NDArray[np.float32], rows: npt.NDArray[np.int32],
+                out: npt.NDArray[np.int32]) -> None:
+    """Draw one token for each chain from its row of ``table`` (float32, C-contiguous,
+    (n_rows, n_vocab)): chains[i] from table[rows[i]], into out[i], with the GIL released
+    once for all of them. Each chain at most once; chains with n_probs > 0 are refused."""

@@ -26,7 +26,7 @@ from ._stages cimport (FIN_DIST, FIN_GREEDY, FIN_MIROSTAT, FIN_MIROSTAT_V2, ST_D
 
 import numpy as np
 
-__all__ = ["Chain"]
+__all__ = ["Chain", "sample_rows"]
 
 
 _STAGE_KINDS = {
@@ -38,57 +38,130 @@ _FINAL_KINDS = {"dist": FIN_DIST, "greedy": FIN_GREEDY, "mirostat": FIN_MIROSTAT
                 "mirostat_v2": FIN_MIROSTAT_V2}
 
 
+cdef void core_stages(core_t* k) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef stage_t* s
+    logit_bias(&k.c, k.bias_ids, k.bias_values, k.n_bias)
+    for i in range(k.n_stages):
+        s = &k.stages[i]
+        if s.kind == ST_TOP_K:
+            top_k(&k.c, s.k)
+        elif s.kind == ST_TOP_P:
+            top_p(&k.c, s.p, s.min_keep)
+        elif s.kind == ST_MIN_P:
+            min_p(&k.c, s.p, s.min_keep)
+        elif s.kind == ST_TAIL_FREE:
+            tail_free(&k.c, s.p, s.min_keep)
+        elif s.kind == ST_TYPICAL:
+            typical(&k.c, s.p, s.min_keep)
+        elif s.kind == ST_TEMPERATURE:
+            temperature(&k.c, s.temp, s.delta, s.exponent)
+        elif s.kind == ST_TOP_N_SIGMA:
+            top_n_sigma(&k.c, s.p)
+        elif s.kind == ST_XTC:
+            xtc(&k.c, &k.rng, s.probability, s.p, s.min_keep)
+        elif s.kind == ST_PENALTIES:
+            penalties(&k.c, &k.h, s)
+        elif s.kind == ST_DRY:
+            dry(&k.c, &k.h, s)
+
+
+cdef int32_t core_run(core_t* k, const float* logits) noexcept nogil:
+    begin(&k.c, logits)
+    core_stages(k)
+    if k.final_kind == FIN_GREEDY:
+        if not k.c.full:
+            softmax_final(&k.c)
+        return argmax_token(&k.c)
+    if k.final_kind == FIN_MIROSTAT:
+        return k.c.data[mirostat(&k.c, &k.rng, k.mu, k.mirostat_m, k.c.n_vocab)].id
+    if k.final_kind == FIN_MIROSTAT_V2:
+        return k.c.data[mirostat_v2(&k.c, &k.rng, k.mu)].id
+    return k.c.data[draw(&k.c, &k.rng)].id
+
+
+def sample_rows(list chains not None, const float[:, ::1] table not None,
+                const int32_t[::1] rows not None, int32_t[::1] out not None):
+    """Draw one token for each chain from its row of ``table`` (chains[i] from
+    table[rows[i]]) into ``out``, in one loop with the GIL released: the engine's step over
+    every generating slot. Chains with n_probs > 0 are refused (their probabilities are
+    Python lists); a chain appears at most once."""
+    cdef Py_ssize_t i, n = len(chains)
+    cdef Chain ch
+    cdef core_t** cores
+    if rows.shape[0] != n or out.shape[0] != n:
+        raise ValueError("chains, rows and out differ in length")
+    cores = <core_t**> PyMem_Malloc(max(1, n) * sizeof(core_t*))
+    if not cores:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            ch = <Chain?> chains[i]
+            if ch.n_vocab != table.shape[1]:
+                raise ValueError(f"expected {ch.n_vocab} logits a row, got {table.shape[1]}")
+            if not 0 <= rows[i] < table.shape[0]:
+                raise ValueError(f"row {rows[i]} is outside the table")
+            if ch.n_probs > 0:
+                raise ValueError("sample_rows: chains with n_probs sample one at a time")
+            cores[i] = &ch.k
+        with nogil:
+            for i in range(n):
+                out[i] = core_run(cores[i], &table[rows[i], 0])
+    finally:
+        PyMem_Free(cores)
+
+
 cdef class Chain:
     """One request's sampler: the stages of a ChainPlan, its RNG and its token history."""
 
     def __cinit__(self):
-        self.stages = NULL
+        self.k.stages = NULL
         self.history = NULL
         self.counts = NULL
-        self.c.work = NULL
-        self.c.edit_ids = NULL
-        self.c.edit_values = NULL
-        self.c.edit_slot = NULL
-        self.c.edit_mark = NULL
-        self.c.data = NULL
-        self.c.scratch = NULL
-        self.c.keys = NULL
-        self.h.mark = NULL
-        self.h.value = NULL
-        self.h.found = NULL
-        self.h.z = NULL
+        self.k.c.work = NULL
+        self.k.c.edit_ids = NULL
+        self.k.c.edit_values = NULL
+        self.k.c.edit_slot = NULL
+        self.k.c.edit_mark = NULL
+        self.k.c.data = NULL
+        self.k.c.scratch = NULL
+        self.k.c.keys = NULL
+        self.k.h.mark = NULL
+        self.k.h.value = NULL
+        self.k.h.found = NULL
+        self.k.h.z = NULL
 
     def __init__(self, plan):
         cdef Py_ssize_t i, n = plan.n_vocab
         if n <= 0:
             raise ValueError("n_vocab must be positive")
-        if self.c.work != NULL:
+        if self.k.c.work != NULL:
             raise RuntimeError("a Chain is initialized once")
         self.n_vocab = n
         self.seed = plan.seed
         self.n_probs = plan.n_probs
         self.last_probs = None
         self.last_prob = 0.0
-        self.c.n_vocab = n
-        self.c.work = <float*> PyMem_Malloc(n * sizeof(float))
-        self.c.edit_ids = <int32_t*> PyMem_Malloc(n * sizeof(int32_t))
-        self.c.edit_values = <float*> PyMem_Malloc(n * sizeof(float))
-        self.c.edit_slot = <int32_t*> PyMem_Malloc(n * sizeof(int32_t))
-        self.c.edit_mark = <int32_t*> PyMem_Calloc(n, sizeof(int32_t))
-        self.c.data = <cand_t*> PyMem_Malloc(n * sizeof(cand_t))
-        self.c.scratch = <cand_t*> PyMem_Malloc(n * sizeof(cand_t))
-        self.c.keys = <uint64_t*> PyMem_Malloc(2 * n * sizeof(uint64_t))
-        self.h.mark = <int32_t*> PyMem_Calloc(n, sizeof(int32_t))
-        self.h.value = <int32_t*> PyMem_Malloc(n * sizeof(int32_t))
-        if not (self.c.work and self.c.data and self.c.scratch and self.h.mark and self.h.value
-                and self.c.edit_ids and self.c.edit_values and self.c.edit_slot
-                and self.c.edit_mark and self.c.keys):
+        self.k.c.n_vocab = n
+        self.k.c.work = <float*> PyMem_Malloc(n * sizeof(float))
+        self.k.c.edit_ids = <int32_t*> PyMem_Malloc(n * sizeof(int32_t))
+        self.k.c.edit_values = <float*> PyMem_Malloc(n * sizeof(float))
+        self.k.c.edit_slot = <int32_t*> PyMem_Malloc(n * sizeof(int32_t))
+        self.k.c.edit_mark = <int32_t*> PyMem_Calloc(n, sizeof(int32_t))
+        self.k.c.data = <cand_t*> PyMem_Malloc(n * sizeof(cand_t))
+        self.k.c.scratch = <cand_t*> PyMem_Malloc(n * sizeof(cand_t))
+        self.k.c.keys = <uint64_t*> PyMem_Malloc(2 * n * sizeof(uint64_t))
+        self.k.h.mark = <int32_t*> PyMem_Calloc(n, sizeof(int32_t))
+        self.k.h.value = <int32_t*> PyMem_Malloc(n * sizeof(int32_t))
+        if not (self.k.c.work and self.k.c.data and self.k.c.scratch and self.k.h.mark and self.k.h.value
+                and self.k.c.edit_ids and self.k.c.edit_values and self.k.c.edit_slot
+                and self.k.c.edit_mark and self.k.c.keys):
             raise MemoryError()
-        self.c.full = False
-        self.c.size = 0
-        self.c.edit_stamp = 0
-        self.h.stamp = 0
-        rng_seed(&self.rng, <uint64_t> (plan.seed & 0xFFFFFFFFFFFFFFFF))
+        self.k.c.full = False
+        self.k.c.size = 0
+        self.k.c.edit_stamp = 0
+        self.k.h.stamp = 0
+        rng_seed(&self.k.rng, <uint64_t> (plan.seed & 0xFFFFFFFFFFFFFFFF))
 
         keep = []
         ids = np.ascontiguousarray(plan.bias_ids, dtype=np.int32)
@@ -102,61 +175,61 @@ cdef class Chain:
         # the penalty counts follow the penalty stages' window; DRY reads the history only
         self.penalty_window = 0
         self.keep_history = False
-        for i in range(self.n_stages):
-            if self.stages[i].kind == ST_PENALTIES:
-                if self.penalty_window and self.penalty_window != self.stages[i].last_n:
+        for i in range(self.k.n_stages):
+            if self.k.stages[i].kind == ST_PENALTIES:
+                if self.penalty_window and self.penalty_window != self.k.stages[i].last_n:
                     raise ValueError("penalty stages must share one window")
-                self.penalty_window = self.stages[i].last_n
-            if self.stages[i].kind in (ST_PENALTIES, ST_DRY):
+                self.penalty_window = self.k.stages[i].last_n
+            if self.k.stages[i].kind in (ST_PENALTIES, ST_DRY):
                 self.keep_history = True
         if self.penalty_window > 0:
             self.counts = <int32_t*> PyMem_Calloc(n, sizeof(int32_t))
             if not self.counts:
                 raise MemoryError()
-        self.h.counts = self.counts
-        self.h.size = 0
+        self.k.h.counts = self.counts
+        self.k.h.size = 0
         history = plan.history if self.keep_history else ()
         self._reserve(len(history) + 64)
         for t in history:
             self._push(t)
 
     def __dealloc__(self):
-        PyMem_Free(self.stages)
+        PyMem_Free(self.k.stages)
         PyMem_Free(self.history)
         PyMem_Free(self.counts)
-        PyMem_Free(self.c.work)
-        PyMem_Free(self.c.edit_ids)
-        PyMem_Free(self.c.edit_values)
-        PyMem_Free(self.c.edit_slot)
-        PyMem_Free(self.c.edit_mark)
-        PyMem_Free(self.c.data)
-        PyMem_Free(self.c.scratch)
-        PyMem_Free(self.c.keys)
-        PyMem_Free(self.h.mark)
-        PyMem_Free(self.h.value)
-        PyMem_Free(self.h.found)
-        PyMem_Free(self.h.z)
+        PyMem_Free(self.k.c.work)
+        PyMem_Free(self.k.c.edit_ids)
+        PyMem_Free(self.k.c.edit_values)
+        PyMem_Free(self.k.c.edit_slot)
+        PyMem_Free(self.k.c.edit_mark)
+        PyMem_Free(self.k.c.data)
+        PyMem_Free(self.k.c.scratch)
+        PyMem_Free(self.k.c.keys)
+        PyMem_Free(self.k.h.mark)
+        PyMem_Free(self.k.h.value)
+        PyMem_Free(self.k.h.found)
+        PyMem_Free(self.k.h.z)
 
     # --- construction ------------------------------------------------------------------
     cdef _set_bias(self, const int32_t[::1] ids, const float[::1] values):
-        self.n_bias = ids.shape[0]
-        if values.shape[0] != self.n_bias:
+        self.k.n_bias = ids.shape[0]
+        if values.shape[0] != self.k.n_bias:
             raise ValueError("bias_ids and bias_values differ in length")
-        for i in range(self.n_bias):
+        for i in range(self.k.n_bias):
             if not 0 <= ids[i] < self.n_vocab:
                 raise ValueError(f"logit bias token {ids[i]} is outside the vocabulary")
-        self.bias_ids = &ids[0] if self.n_bias else NULL
-        self.bias_values = &values[0] if self.n_bias else NULL
+        self.k.bias_ids = &ids[0] if self.k.n_bias else NULL
+        self.k.bias_values = &values[0] if self.k.n_bias else NULL
 
     cdef _set_stages(self, specs, list keep):
         cdef stage_t* s
         cdef const int32_t[::1] view
-        self.n_stages = len(specs)
-        self.stages = <stage_t*> PyMem_Calloc(max(1, self.n_stages), sizeof(stage_t))
-        if not self.stages:
+        self.k.n_stages = len(specs)
+        self.k.stages = <stage_t*> PyMem_Calloc(max(1, self.k.n_stages), sizeof(stage_t))
+        if not self.k.stages:
             raise MemoryError()
         for i, spec in enumerate(specs):
-            s = &self.stages[i]
+            s = &self.k.stages[i]
             kind = _STAGE_KINDS.get(spec.kind)
             if kind is None:
                 raise ValueError(f"unknown sampler stage {spec.kind!r}")
@@ -201,11 +274,11 @@ cdef class Chain:
         kind = _FINAL_KINDS.get(final.kind)
         if kind is None:
             raise ValueError(f"unknown final sampler {final.kind!r}")
-        self.final_kind = kind
+        self.k.final_kind = kind
         if kind in (FIN_MIROSTAT, FIN_MIROSTAT_V2):
-            self.tau, self.eta = final.tau, final.eta
-            self.mu = 2.0 * self.tau
-            self.mirostat_m = getattr(final, "m", 100)
+            self.k.tau, self.k.eta = final.tau, final.eta
+            self.k.mu = 2.0 * self.k.tau
+            self.k.mirostat_m = getattr(final, "m", 100)
 
     # --- history -----------------------------------------------------------------------
     cdef _reserve(self, Py_ssize_t capacity):
@@ -218,80 +291,38 @@ cdef class Chain:
                 if grown:
                     self.history = grown
             elif field == 1:
-                grown = <int32_t*> PyMem_Realloc(self.h.found, capacity * sizeof(int32_t))
+                grown = <int32_t*> PyMem_Realloc(self.k.h.found, capacity * sizeof(int32_t))
                 if grown:
-                    self.h.found = grown
+                    self.k.h.found = grown
             else:
-                grown = <int32_t*> PyMem_Realloc(self.h.z, capacity * sizeof(int32_t))
+                grown = <int32_t*> PyMem_Realloc(self.k.h.z, capacity * sizeof(int32_t))
                 if grown:
-                    self.h.z = grown
+                    self.k.h.z = grown
             if not grown:
                 raise MemoryError()
         self.history_capacity = capacity
-        self.h.tokens = self.history
+        self.k.h.tokens = self.history
 
     cdef _push(self, int32_t token):
         cdef Py_ssize_t out
         if not 0 <= token < self.n_vocab:
             return
-        if self.h.size == self.history_capacity:
+        if self.k.h.size == self.history_capacity:
             self._reserve(2 * self.history_capacity)
-        self.history[self.h.size] = token
-        self.h.size += 1
+        self.history[self.k.h.size] = token
+        self.k.h.size += 1
         if self.counts:
             self.counts[token] += 1
-            out = self.h.size - 1 - self.penalty_window
+            out = self.k.h.size - 1 - self.penalty_window
             if out >= 0:
                 self.counts[self.history[out]] -= 1
-
-    # --- per token ---------------------------------------------------------------------
-    cdef void run_stages(self) noexcept nogil:
-        cdef Py_ssize_t i
-        cdef stage_t* s
-        logit_bias(&self.c, self.bias_ids, self.bias_values, self.n_bias)
-        for i in range(self.n_stages):
-            s = &self.stages[i]
-            if s.kind == ST_TOP_K:
-                top_k(&self.c, s.k)
-            elif s.kind == ST_TOP_P:
-                top_p(&self.c, s.p, s.min_keep)
-            elif s.kind == ST_MIN_P:
-                min_p(&self.c, s.p, s.min_keep)
-            elif s.kind == ST_TAIL_FREE:
-                tail_free(&self.c, s.p, s.min_keep)
-            elif s.kind == ST_TYPICAL:
-                typical(&self.c, s.p, s.min_keep)
-            elif s.kind == ST_TEMPERATURE:
-                temperature(&self.c, s.temp, s.delta, s.exponent)
-            elif s.kind == ST_TOP_N_SIGMA:
-                top_n_sigma(&self.c, s.p)
-            elif s.kind == ST_XTC:
-                xtc(&self.c, &self.rng, s.probability, s.p, s.min_keep)
-            elif s.kind == ST_PENALTIES:
-                penalties(&self.c, &self.h, s)
-            elif s.kind == ST_DRY:
-                dry(&self.c, &self.h, s)
-
-    cdef int32_t run(self, const float* logits) noexcept nogil:
-        begin(&self.c, logits)
-        self.run_stages()
-        if self.final_kind == FIN_GREEDY:
-            if not self.c.full:
-                softmax_final(&self.c)
-            return argmax_token(&self.c)
-        if self.final_kind == FIN_MIROSTAT:
-            return self.c.data[mirostat(&self.c, &self.rng, self.mu, self.mirostat_m,
-                                        self.n_vocab)].id
-        if self.final_kind == FIN_MIROSTAT_V2:
-            return self.c.data[mirostat_v2(&self.c, &self.rng, self.mu)].id
-        return self.c.data[draw(&self.c, &self.rng)].id
 
     def sample(self, const float[::1] logits not None) -> int:
         cdef int32_t token
         if logits.shape[0] != self.n_vocab:
             raise ValueError(f"expected {self.n_vocab} logits, got {logits.shape[0]}")
         with nogil:
-            token = self.run(&logits[0])
+            token = core_run(&self.k, &logits[0])
         if self.n_probs > 0:
             self.last_probs = self._top_probs(self.n_probs)
             self.last_prob = self._prob_of(token)
@@ -300,11 +331,11 @@ cdef class Chain:
     def accept(self, int token) -> None:
         cdef Py_ssize_t i
         cdef float surprise
-        if self.final_kind in (FIN_MIROSTAT, FIN_MIROSTAT_V2) and not self.c.full:
-            for i in range(self.c.size):
-                if self.c.data[i].id == token:
-                    surprise = -log2f(self.c.data[i].p)
-                    self.mu = self.mu - self.eta * (surprise - self.tau)
+        if self.k.final_kind in (FIN_MIROSTAT, FIN_MIROSTAT_V2) and not self.k.c.full:
+            for i in range(self.k.c.size):
+                if self.k.c.data[i].id == token:
+                    surprise = -log2f(self.k.c.data[i].p)
+                    self.k.mu = self.k.mu - self.k.eta * (surprise - self.k.tau)
                     break
         if self.keep_history:
             self._push(token)
@@ -315,23 +346,23 @@ cdef class Chain:
         cdef float mx
         cdef double total = 0.0
         cdef const float* L
-        if self.c.full:
-            flush_edits(&self.c)
-            L = self.c.full_logits
-            m = select_top(L, self.n_vocab, n, self.c.scratch)
+        if self.k.c.full:
+            flush_edits(&self.k.c)
+            L = self.k.c.full_logits
+            m = select_top(L, self.n_vocab, n, self.k.c.scratch)
             if m == 0:
                 return []
-            mx = self.c.scratch[0].logit
+            mx = self.k.c.scratch[0].logit
             with nogil:
                 for i in range(self.n_vocab):
                     if L[i] > -INFINITY:
                         total += expf(L[i] - mx)
-            return [(self.c.scratch[i].id, <float> (expf(self.c.scratch[i].logit - mx) / total))
+            return [(self.k.c.scratch[i].id, <float> (expf(self.k.c.scratch[i].logit - mx) / total))
                     for i in range(m)]
-        if self.c.sorted:
-            return [(self.c.data[i].id, self.c.data[i].p) for i in range(min(n, self.c.size))]
-        m = select_top_cands(self.c.data, self.c.size, n, self.c.scratch)
-        return [(self.c.scratch[i].id, self.c.scratch[i].p) for i in range(m)]
+        if self.k.c.sorted:
+            return [(self.k.c.data[i].id, self.k.c.data[i].p) for i in range(min(n, self.k.c.size))]
+        m = select_top_cands(self.k.c.data, self.k.c.size, n, self.k.c.scratch)
+        return [(self.k.c.scratch[i].id, self.k.c.scratch[i].p) for i in range(m)]
 
     cdef double _prob_of(self, int32_t token) noexcept:
         """The probability of ``token`` in the set the last draw saw (0 if it was cut)."""
@@ -339,9 +370,9 @@ cdef class Chain:
         cdef float mx = -INFINITY
         cdef double total = 0.0
         cdef const float* L
-        if self.c.full:
-            flush_edits(&self.c)
-            L = self.c.full_logits
+        if self.k.c.full:
+            flush_edits(&self.k.c)
+            L = self.k.c.full_logits
             with nogil:
                 for i in range(self.n_vocab):
                     if L[i] > mx:
@@ -353,15 +384,15 @@ cdef class Chain:
             if total <= 0.0 or not L[token] > -INFINITY:
                 return 0.0
             return expf(L[token] - mx) / total
-        for i in range(self.c.size):
-            if self.c.data[i].id == token:
-                return self.c.data[i].p
+        for i in range(self.k.c.size):
+            if self.k.c.data[i].id == token:
+                return self.k.c.data[i].p
         return 0.0
 
     # --- inspection (tests, the twin comparison) ---------------------------------------
     @property
     def mirostat_mu(self) -> float:
-        return self.mu
+        return self.k.mu
 
     def apply(self, const float[::1] logits not None):
         """Run the stages only (no final draw); return the set as (ids, logits, p) arrays.
@@ -371,23 +402,23 @@ cdef class Chain:
         if logits.shape[0] != self.n_vocab:
             raise ValueError(f"expected {self.n_vocab} logits, got {logits.shape[0]}")
         with nogil:
-            begin(&self.c, &logits[0])
-            self.run_stages()
-            softmax_final(&self.c)
+            begin(&self.k.c, &logits[0])
+            core_stages(&self.k)
+            softmax_final(&self.k.c)
         return self.candidates()
 
     def candidates(self):
         """The set the last draw saw, as (ids, logits, p) arrays in the chain's order."""
         cdef Py_ssize_t i
-        if self.c.full:
+        if self.k.c.full:
             raise ValueError("the last draw saw the whole vocabulary (greedy); nothing to show")
-        ids = np.empty(self.c.size, dtype=np.int32)
-        out_logits = np.empty(self.c.size, dtype=np.float32)
-        p = np.empty(self.c.size, dtype=np.float32)
+        ids = np.empty(self.k.c.size, dtype=np.int32)
+        out_logits = np.empty(self.k.c.size, dtype=np.float32)
+        p = np.empty(self.k.c.size, dtype=np.float32)
         cdef int32_t[::1] vi = ids
         cdef float[::1] vl = out_logits, vp = p
-        for i in range(self.c.size):
-            vi[i] = self.c.data[i].id
-            vl[i] = self.c.data[i].logit
-            vp[i] = self.c.data[i].p
+        for i in range(self.k.c.size):
+            vi[i] = self.k.c.data[i].id
+            vl[i] = self.k.c.data[i].logit
+            vp[i] = self.k.c.data[i].p
         return ids, out_logits, p

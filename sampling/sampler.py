@@ -384,6 +384,10 @@ class Sampler:
         self.seed = chain.seed
         self.last_probs: list[tuple[int, float]] | None = None
         self.last_prob = 0.0        # with n_probs: the drawn token's probability in that set
+        # sample_rows can draw for it: a compiled chain, no grammar (checked token by token
+        # in Python), no n_probs (Python lists)
+        self.batchable = (grammar is None and chain.n_probs == 0
+                          and type(chain).__module__ == "sampling._chain")
 
     def sample(self, logits: np.ndarray) -> int:
         token = self.chain.sample(logits)
@@ -405,6 +409,15 @@ class Sampler:
         self.chain.accept(token)
         if self.grammar is not None:
             self.grammar.accept(token)
+
+    @staticmethod
+    def sample_rows(samplers: list["Sampler"], table: np.ndarray, rows) -> list[int]:
+        """One token for each batchable sampler from its row of ``table``: one compiled
+        loop with the GIL released once (the engine's step over its generating slots)."""
+        from ._chain import sample_rows
+        out = np.empty(len(samplers), np.int32)
+        sample_rows([s.chain for s in samplers], table, np.asarray(rows, np.int32), out)
+        return out.tolist()
 
 
 def make_sampler(params: SamplingParams, n_vocab: int, prompt_tokens=(), vocab=None,

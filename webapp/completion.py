@@ -261,7 +261,7 @@ def new_request(engine, tokens: list[int], options: GenerationOptions, params, *
     if params is not None and not options.embedding:
         from llama_lib import GrammarError
         try:
-            req.sampler = engine.make_sampler(params, tokens)
+            req.sampler = engine.make_sampler(params, tokens, options.ignore_eos)
         except GrammarError as exc:
             raise BadRequest(exc.describe()) from None     # "Failed to parse grammar: ..."
     return req

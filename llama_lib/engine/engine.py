@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -133,11 +134,16 @@ class Engine:
         self.n_busy_slot_steps = 0        # sum over decodes of the slots in the batch (/metrics)
 
     # --- thread-safe API (any thread) --------------------------------------------------
-    def make_sampler(self, params, prompt_tokens):
+    def make_sampler(self, params, prompt_tokens, ignore_eos: bool = False):
         """The sampler for one request, built by the caller before submission (DRY tables,
-        grammar parsing). Raises what the factory raises (e.g. GrammarError)."""
+        grammar parsing). Raises what the factory raises (e.g. GrammarError).
+        ``ignore_eos``: end-of-generation tokens get a -inf bias, fixed here once instead of
+        a mask over the logits at every token."""
         if self.media is not None:      # media placeholders are no tokens to penalise
             prompt_tokens = media.text_tokens(prompt_tokens)
+        if ignore_eos and len(self._eog) and params is not None:
+            params = params.with_(logit_bias=tuple(params.logit_bias)
+                                  + tuple((int(t), -math.inf) for t in self._eog))
         return self.sampler_factory(params, self.vocab.n_tokens, prompt_tokens, self.vocab,
                                     n_ctx=self.n_ctx_slot)
 
@@ -269,7 +275,8 @@ class Engine:
             try:
                 sampler = req.sampler
                 if sampler is None and not req.options.embedding:
-                    sampler = self.make_sampler(req.sampling, req.prompt_tokens)
+                    sampler = self.make_sampler(req.sampling, req.prompt_tokens,
+                                                req.options.ignore_eos)
                 self._report_progress(slot)
                 self._gens[slot.id] = Generation(req, sampler, self.vocab,
                                                  n_predict_cap=self.config.n_predict,
@@ -422,6 +429,8 @@ class Engine:
         sampled: dict[int, int] = {}
         embeddings: dict[int, list] = {}
         ended: dict[int, BaseException] = {}
+        batch: list = []        # (slot, batch index): drawn together by _sample_batch
+        gens = self._gens
         for entry in plan.entries:
             if not entry.wants_logits:
                 continue
@@ -430,15 +439,23 @@ class Engine:
                 if req.options.embedding:
                     embeddings[slot.id] = self._collect_embedding(entry, index[slot.id])
                 elif req.options.n_predict != 0:
-                    sampled[slot.id] = self._sample(slot, index[slot.id])
+                    if gens[slot.id].batchable:
+                        batch.append((slot, index[slot.id]))
+                    else:
+                        sampled[slot.id] = self._sample(slot, index[slot.id])
             except Exception as exc:     # this request's failure, not the batch's
                 ended[slot.id] = exc
             for child in entry.followers:   # n_cmpl: the same logits, each its own sampler
                 try:
                     if child.request is not None and child.request.options.n_predict != 0:
-                        sampled[child.id] = self._sample(child, index[slot.id])
+                        if gens[child.id].batchable:
+                            batch.append((child, index[slot.id]))
+                        else:
+                            sampled[child.id] = self._sample(child, index[slot.id])
                 except Exception as exc:
                     ended[child.id] = exc
+        if batch:
+            self._sample_batch(batch, sampled, ended)
         results = self.scheduler.update(plan, sampled)
         drafted = ({e.slot.id: (e.draft, index[e.slot.id]) for e in plan.entries if e.draft}
                    if self.speculator is not None else {})
@@ -554,15 +571,25 @@ class Engine:
             self.speculator.accepted(slot.id, len(draft), accepted)
 
     def _sample(self, slot, i: int) -> int:
-        raw = logits = self.ctx.logits(i)
-        gen = self._gens[slot.id]
-        if slot.request.options.ignore_eos and len(self._eog):
-            if gen.n_probs > 0:     # n_probs reports the model's own distribution: keep it
-                logits = logits.copy()
-            # else masked in libllama's buffer itself (valid until the next decode, read by
-            # nobody else): no 200 KB copy per token (about 12 us)
-            logits[self._eog] = -np.inf
-        return gen.sample(logits, raw)
+        return self._gens[slot.id].sample(self.ctx.logits(i))
+
+    def _sample_batch(self, batch: list, sampled: dict, ended: dict) -> None:
+        """Draw for every (slot, batch index) of ``batch`` in one call over the step's logits
+        table (their samplers are batchable). If that call fails, each slot is drawn alone,
+        so a failure stays with its own request."""
+        gens = [self._gens[slot.id] for slot, _ in batch]
+        try:
+            table, rows = self.ctx.logits_rows([i for _, i in batch])
+            tokens = gens[0].sampler.sample_rows([g.sampler for g in gens], table, rows)
+        except Exception:
+            for slot, i in batch:
+                try:
+                    sampled[slot.id] = self._sample(slot, i)
+                except Exception as exc:
+                    ended[slot.id] = exc
+            return
+        for (slot, _), token in zip(batch, tokens):
+            sampled[slot.id] = token
 
     def _report_progress(self, slot) -> None:
         """return_progress (streams): where the slot's prompt evaluation stands, at admission

@@ -72,21 +72,23 @@ class Generation:
         if req.options.t_max_predict_ms > 0:
             self.conditions.append(time_limit)
         self.t_started = 0.0          # when generation began (the engine sets it: prompt done)
+        # drawn with the other slots in one call (Sampler.sample_rows) rather than alone
+        self.batchable = self.n_probs == 0 and bool(getattr(sampler, "batchable", False))
 
     @property
     def seed(self) -> int | None:
         return getattr(self.sampler, "seed", None)
 
-    def sample(self, logits, raw=None) -> int:
-        """The next token from ``logits`` (what the request may choose from); ``raw``: the
-        model's own logits when they differ (ignore_eos masks), for n_probs."""
+    def sample(self, logits) -> int:
+        """The next token from ``logits`` (the model's own: ignore_eos is a bias inside the
+        sampler, so n_probs reports the model's distribution)."""
         token = self.sampler.sample(logits)
         if self.n_probs > 0:
             if self.req.options.post_sampling_probs:
                 chain = self.sampler.last_probs or []
                 self._probs = ([(t, p) for t, p in chain if p > 0.0], self.sampler.last_prob)
             else:
-                self._probs = top_probs(logits if raw is None else raw, self.n_probs, token)
+                self._probs = top_probs(logits, self.n_probs, token)
         return token
 
     def ends_at(self, token: int) -> bool:

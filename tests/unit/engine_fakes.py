@@ -64,6 +64,9 @@ class FakeContext:
     def logits(self, i: int) -> np.ndarray:
         return self._logits[i]
 
+    def logits_rows(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        return self._logits, np.asarray(indices, dtype=np.int64)
+
     def embedding(self, i: int) -> np.ndarray:
         return np.ones(4, dtype=np.float32)
 

@@ -13,6 +13,7 @@ class FakeVocab:
     bos = 0
     eos = 0
     add_bos = True
+    nl = 11             # "\n"
 
     def tokenize(self, text, add_special=True, parse_special=True):
         data = text.encode() if isinstance(text, str) else text
@@ -50,7 +51,7 @@ class FakeEngine:
         self.aborted = []
         self.failure = None
 
-    def make_sampler(self, params, prompt_tokens):
+    def make_sampler(self, params, prompt_tokens, ignore_eos=False):
         return None
 
     def submit_many(self, reqs):
