@@ -80,6 +80,8 @@ def load_vocab():
 
 
 WAIT_FOR_WEB = True      # EngineConfig.wait_for_web (--no-wait: as on a GPU server)
+SAMPLE_THREADS = 1       # EngineConfig.sample_threads (--sample-threads; the server's choice:
+                         # 1 on CPU, up to 4 when offloaded)
 
 
 def make_engine(model, n_slots: int, decode_ms: float, n_ctx_slot: int = 1024):
@@ -88,8 +90,8 @@ def make_engine(model, n_slots: int, decode_ms: float, n_ctx_slot: int = 1024):
     vocab = model.vocab
     eog = [t for t in range(vocab.n_tokens) if vocab.is_eog(t)]
     ctx = TimedContext(vocab.n_tokens, n_slots, n_ctx_slot, decode_ms, eog)
-    engine = Engine(model, ctx, EngineConfig(n_slots=n_slots, n_batch=2048, wait_for_web=WAIT_FOR_WEB),
-                    make_sampler)
+    engine = Engine(model, ctx, EngineConfig(n_slots=n_slots, n_batch=2048, wait_for_web=WAIT_FOR_WEB,
+                                             sample_threads=SAMPLE_THREADS), make_sampler)
     return engine, ctx
 
 
@@ -101,6 +103,9 @@ def sampling_params(chain: str):
 
 
 def run_bare(model, n_slots: int, decode_ms: float, chain: str, n_predict: int) -> dict:
+    """The engine with its production bridge (gevent: the process is patched as the server
+    is), each request's events read by a greenlet as a route would, without HTTP."""
+    import gevent
     from llama_lib.engine import GenerationOptions, Request
     engine, ctx = make_engine(model, n_slots, decode_ms)
     engine.start()
@@ -112,8 +117,7 @@ def run_bare(model, n_slots: int, decode_ms: float, chain: str, n_predict: int) 
         t0 = time.perf_counter()
         steps0 = engine.n_decode_steps
         engine.submit_many(reqs)
-        for req in reqs:
-            _drain(req)
+        gevent.joinall([gevent.spawn(_drain, req) for req in reqs], raise_error=True)
         wall = time.perf_counter() - t0
         steps = engine.n_decode_steps - steps0
     finally:
@@ -141,10 +145,6 @@ def run_http(model, n_slots: int, decode_ms: float, n_predict: int) -> dict:
     """The same load through the web app: a gevent WSGI server on a free port in this process
     and ``n_slots`` streaming OpenAI clients (greenlets of the same hub, as the server's own
     greenlets would be served by a real client's socket)."""
-    from gevent import monkey
-    if not monkey.is_module_patched("socket"):
-        raise SystemExit("--http needs gevent's monkey patching: run `python -m bench.engine_overhead --http` "
-                         "(it patches before anything else)")
     import gevent
     import requests
     from gevent.pywsgi import WSGIServer
@@ -179,6 +179,10 @@ def run_http(model, n_slots: int, decode_ms: float, n_predict: int) -> dict:
 
 
 def main(argv=None) -> None:
+    from gevent import monkey
+    if not monkey.is_module_patched("threading"):
+        raise SystemExit("run as `python -m bench.engine_overhead` (it patches with gevent first, "
+                         "as the server does)")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--slots", default="1,8,64")
     ap.add_argument("--decode-ms", default="0,10")
@@ -187,10 +191,17 @@ def main(argv=None) -> None:
     ap.add_argument("--http", action="store_true", help="also run the HTTP layer with streaming clients")
     ap.add_argument("--no-wait", action="store_true",
                     help="the engine does not wait for the web side between steps (as with -ngl > 0)")
+    ap.add_argument("--sample-threads", type=int, default=None,
+                    help="threads drawing each step's tokens (default: 1; with --no-wait, as the "
+                         "server does when offloaded: min(4, CPUs))")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    global WAIT_FOR_WEB
+    global WAIT_FOR_WEB, SAMPLE_THREADS
     WAIT_FOR_WEB = not args.no_wait
+    from webapp.state import _sample_threads
+    SAMPLE_THREADS = (args.sample_threads if args.sample_threads is not None
+                      else _sample_threads(offloaded=args.no_wait))
+    print(f"wait for the web side: {WAIT_FOR_WEB}, sampling threads: {SAMPLE_THREADS}")
     model = load_vocab()
     rows = []
     for decode_ms in [float(x) for x in args.decode_ms.split(",")]:
@@ -216,8 +227,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-    if "--http" in sys.argv:
-        from gevent import monkey
-        monkey.patch_all()
+    from gevent import monkey
+    monkey.patch_all()          # as the server runs: the engine's bridge is the gevent one
     main()

@@ -30,7 +30,8 @@ class Vocab:
         self.fim_rep = lib.llama_vocab_fim_rep(handle)
         self.fim_sep = lib.llama_vocab_fim_sep(handle)
         # Pieces are asked for once per generated token; a dict lookup beats a ctypes call.
-        self._pieces: dict[tuple[int, bool], bytes] = {}
+        # token -> bytes, without and with special tokens rendered (index: special)
+        self._pieces: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
         self._eog: dict[int, bool] = {}
 
     def tokenize(self, text: str | bytes, add_special: bool = True,
@@ -51,8 +52,7 @@ class Vocab:
 
     def piece(self, token: int, special: bool = True) -> bytes:
         """The bytes of one token (may be part of a UTF-8 sequence)."""
-        key = (token, special)
-        cached = self._pieces.get(key)
+        cached = self._pieces[special].get(token)
         if cached is not None:
             return cached
         if not 0 <= token < self.n_tokens:
@@ -65,7 +65,7 @@ class Vocab:
         if n < 0:
             raise TokenizeError("llama_token_to_piece failed", n)
         out = buf.raw[:n]
-        self._pieces[key] = out
+        self._pieces[special][token] = out
         return out
 
     def detokenize(self, tokens: list[int], remove_special: bool = False,

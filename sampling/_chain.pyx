@@ -80,19 +80,50 @@ cdef int32_t core_run(core_t* k, const float* logits) noexcept nogil:
     return k.c.data[draw(&k.c, &k.rng)].id
 
 
+cdef extern from "_pool.h" nogil:
+    ctypedef void (*pool_fn)(void* arg, int part, int n_parts) noexcept nogil
+    int pool_parts(int n_parts)
+    void pool_run(pool_fn fn, void* arg, int n_parts)
+
+
+cdef struct rows_job:
+    core_t** cores
+    const float* table
+    Py_ssize_t stride
+    const int32_t* rows
+    int32_t* out
+    Py_ssize_t n
+
+
+cdef void rows_part(void* arg, int part, int n_parts) noexcept nogil:
+    cdef rows_job* job = <rows_job*> arg
+    cdef Py_ssize_t i
+    for i in range(job.n * part // n_parts, job.n * (part + 1) // n_parts):
+        job.out[i] = core_run(job.cores[i], job.table + job.rows[i] * job.stride)
+
+
+# below this many rows a second thread costs more to wake than it saves
+cdef Py_ssize_t ROWS_PER_THREAD = 8
+
+
 def sample_rows(list chains not None, const float[:, ::1] table not None,
-                const int32_t[::1] rows not None, int32_t[::1] out not None):
+                const int32_t[::1] rows not None, int32_t[::1] out not None, int n_threads=1):
     """Draw one token for each chain from its row of ``table`` (chains[i] from
-    table[rows[i]]) into ``out``, in one loop with the GIL released: the engine's step over
-    every generating slot. Chains with n_probs > 0 are refused (their probabilities are
-    Python lists); a chain appears at most once."""
+    table[rows[i]]) into ``out``, with the GIL released once: the engine's step over every
+    generating slot. ``n_threads`` > 1 splits the rows over that many OS threads (_pool.h),
+    for machines whose cores are free while the step samples (the model on a GPU). Chains
+    with n_probs > 0 are refused (their probabilities are Python lists); a chain appears at
+    most once."""
     cdef Py_ssize_t i, n = len(chains)
     cdef Chain ch
-    cdef core_t** cores
+    cdef rows_job job
+    cdef int parts
     if rows.shape[0] != n or out.shape[0] != n:
         raise ValueError("chains, rows and out differ in length")
-    cores = <core_t**> PyMem_Malloc(max(1, n) * sizeof(core_t*))
-    if not cores:
+    if n == 0:
+        return
+    job.cores = <core_t**> PyMem_Malloc(n * sizeof(core_t*))
+    if not job.cores:
         raise MemoryError()
     try:
         for i in range(n):
@@ -103,12 +134,18 @@ def sample_rows(list chains not None, const float[:, ::1] table not None,
                 raise ValueError(f"row {rows[i]} is outside the table")
             if ch.n_probs > 0:
                 raise ValueError("sample_rows: chains with n_probs sample one at a time")
-            cores[i] = &ch.k
+            job.cores[i] = &ch.k
+        job.table = &table[0, 0]
+        job.stride = table.shape[1]
+        job.rows = &rows[0]
+        job.out = &out[0]
+        job.n = n
+        parts = <int> min(<Py_ssize_t> max(1, n_threads), max(1, n // ROWS_PER_THREAD))
         with nogil:
-            for i in range(n):
-                out[i] = core_run(cores[i], &table[rows[i], 0])
+            parts = pool_parts(parts)
+            pool_run(rows_part, &job, parts)
     finally:
-        PyMem_Free(cores)
+        PyMem_Free(job.cores)
 
 
 cdef class Chain:

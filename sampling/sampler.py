@@ -411,12 +411,13 @@ class Sampler:
             self.grammar.accept(token)
 
     @staticmethod
-    def sample_rows(samplers: list["Sampler"], table: np.ndarray, rows) -> list[int]:
+    def sample_rows(samplers: list["Sampler"], table: np.ndarray, rows, n_threads: int = 1) -> list[int]:
         """One token for each batchable sampler from its row of ``table``: one compiled
-        loop with the GIL released once (the engine's step over its generating slots)."""
+        loop with the GIL released once (the engine's step over its generating slots),
+        split over ``n_threads`` OS threads."""
         from ._chain import sample_rows
         out = np.empty(len(samplers), np.int32)
-        sample_rows([s.chain for s in samplers], table, np.asarray(rows, np.int32), out)
+        sample_rows([s.chain for s in samplers], table, np.asarray(rows, np.int32), out, n_threads)
         return out.tolist()
 
 

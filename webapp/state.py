@@ -346,6 +346,7 @@ def build_engine(settings, bridge=None):
         from .routes.rerank import check_reranker
         check_reranker(model)
     from sampling import make_sampler
+    offloaded = _offloaded(settings)
     engine = Engine(model, ctx, EngineConfig(
         n_slots=n_parallel, n_batch=n_batch, cont_batching=settings.cont_batching,
         context_shift=settings.context_shift, max_queue=settings.max_queue,
@@ -354,7 +355,8 @@ def build_engine(settings, bridge=None):
         slot_prompt_similarity=settings.slot_prompt_similarity,
         cache_ram_mib=_cache_ram_mib(settings, ctx),
         cache_idle_slots=settings.cache_idle_slots,
-        wait_for_web=not _offloaded(settings)), make_sampler, bridge=bridge,
+        wait_for_web=not offloaded, sample_threads=_sample_threads(offloaded)),
+        make_sampler, bridge=bridge,
         speculator=_speculator(settings, model, ctx, n_parallel, threads, threads_batch))
     from .media import attach_projector
     from .props import MEDIA_MARKER
@@ -373,6 +375,12 @@ def build_engine(settings, bridge=None):
     logger.info("model loaded: %s (%s), n_ctx %d over %d slot(s), %d threads",
                 settings.model, model.description(), ctx.n_ctx, n_parallel, threads)
     return engine
+
+
+def _sample_threads(offloaded: bool) -> int:
+    """Threads that draw each step's tokens: the cores are libllama's when it decodes on
+    them (1), free between decodes when the model is offloaded (up to 4)."""
+    return max(1, min(4, os.cpu_count() or 1)) if offloaded else 1
 
 
 def _offloaded(settings) -> bool:

@@ -1,7 +1,8 @@
 """The one way from the engine's OS thread back to the HTTP side, and per-request mailboxes.
 
 The engine never blocks on a client. It appends events to a request's ``Mailbox`` and marks
-it; once per loop iteration it calls ``flush()``. Two bridges:
+it (token events: every mailbox a step touched, marked together once); once per loop
+iteration it calls ``flush()``. Two bridges:
 
 - ``GeventBridge`` (the production server): marks are collected under a real lock and one
   thread-safe ``async_`` watcher wakes the hub, which sets each marked mailbox's gevent
@@ -83,6 +84,11 @@ class Mailbox:
         self._items.append(item)
         self._bridge.mark(self)
 
+    def put_quiet(self, item) -> None:
+        """Append without marking: the engine's token path marks every mailbox it touched
+        once per step (``bridge.mark_many``)."""
+        self._items.append(item)
+
     def get(self, timeout: float | None = None) -> list:
         """All pending events, waiting up to timeout for the first; [] on timeout."""
         while True:
@@ -105,6 +111,10 @@ class ThreadBridge:
 
     def mark(self, mailbox: Mailbox) -> None:
         mailbox.wake()
+
+    def mark_many(self, mailboxes: list[Mailbox]) -> None:
+        for mailbox in mailboxes:
+            mailbox.wake()
 
     def flush(self) -> None:
         pass
@@ -132,6 +142,10 @@ class GeventBridge:
     def mark(self, mailbox: Mailbox) -> None:
         with self._lock:
             self._dirty.append(mailbox)
+
+    def mark_many(self, mailboxes: list[Mailbox]) -> None:
+        with self._lock:
+            self._dirty.extend(mailboxes)
 
     def flush(self) -> None:
         with self._lock:

@@ -52,6 +52,10 @@ class EngineConfig:
     # writes from competing with the next decode's spinning threads; when the model runs
     # on an accelerator the wait only delays the next step (the server turns it off).
     wait_for_web: bool = True
+    # OS threads that draw the step's tokens (Sampler.sample_rows). One where the cores
+    # decode (a helper would compete with libllama's threads); more where the model runs
+    # on an accelerator and the cores are free between decodes (the server's choice).
+    sample_threads: int = 1
 
 
 class GenerationExhausted(Exception):
@@ -128,6 +132,8 @@ class Engine:
         self._embedding_mode = False
         self._eog = np.array([t for t in range(self.vocab.n_tokens) if self.vocab.is_eog(t)],
                              dtype=np.int64)
+        self._touched: list = []          # mailboxes given token events this step (put_quiet)
+        self._now = 0.0                   # the step's clock, read once per step
         self.n_waiting = 0                # read by /health and /metrics from other threads
         self.n_processing = 0
         self.n_decode_steps = 0
@@ -222,7 +228,11 @@ class Engine:
                     if not self._inbox:
                         self._wake.wait(0.5)
                     continue
+                self._now = time.perf_counter()
                 self._step(plan)
+                if self._touched:
+                    self.bridge.mark_many(self._touched)
+                    self._touched = []
                 self._publish_counts()
                 self.bridge.flush()
                 if self.config.wait_for_web:
@@ -580,8 +590,10 @@ class Engine:
         gens = [self._gens[slot.id] for slot, _ in batch]
         try:
             table, rows = self.ctx.logits_rows([i for _, i in batch])
-            tokens = gens[0].sampler.sample_rows([g.sampler for g in gens], table, rows)
+            tokens = gens[0].sampler.sample_rows([g.sampler for g in gens], table, rows,
+                                                 self.config.sample_threads)
         except Exception:
+            logger.exception("batch sampling failed; drawing slot by slot")
             for slot, i in batch:
                 try:
                     sampled[slot.id] = self._sample(slot, i)
@@ -611,18 +623,21 @@ class Engine:
 
     def _on_token(self, slot, token: int) -> None:
         gen = self._gens[slot.id]
+        req = slot.request
         if gen.ends_at(token):
             self._finish(slot, Status.FINISHED_EOS)
             return
-        self.scheduler.accept(slot, token)
+        now = self._now
+        self.scheduler.accept(slot, token, now)
         if not gen.t_started:
-            gen.t_started = slot.t_prompt_done or time.perf_counter()
-        event, status = gen.take(token)
-        if slot.request.options.timings_per_token:
+            gen.t_started = slot.t_prompt_done or now
+        event, status = gen.take(token, now)
+        if req.options.timings_per_token:
             event.timings = self._timings(slot)
-        slot.request.mailbox.put(event)
+        req.mailbox.put_quiet(event)
+        self._touched.append(req.mailbox)
         if self.observer:
-            self.observer.on_token(slot.request)
+            self.observer.on_token(req)
         if status is not None:
             self._finish(slot, status)
 

@@ -8,7 +8,7 @@ from .request import Status
 __all__ = ["TokenEvent", "FinalEvent", "ProgressEvent"]
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenEvent:
     text: str                         # text safe to publish (may be "" while a stop is pending)
     token: int
@@ -22,7 +22,7 @@ class TokenEvent:
     timings: dict | None = None       # with timings_per_token: the request's timings so far
 
 
-@dataclass
+@dataclass(slots=True)
 class ProgressEvent:
     """return_progress: how far the prompt's evaluation is (streams only)."""
     total: int                        # prompt tokens

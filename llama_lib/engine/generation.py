@@ -95,18 +95,17 @@ class Generation:
         """An end-of-generation token ends the request (unless it ignores EOS)."""
         return self.vocab.is_eog(token) and not self.req.options.ignore_eos
 
-    def take(self, token: int) -> tuple[TokenEvent, Status | None]:
+    def take(self, token: int, now: float = 0.0) -> tuple[TokenEvent, Status | None]:
         """The kept ``token`` (already counted by the scheduler): its event, and the finish
-        status if a stop condition fires."""
+        status if a stop condition fires. ``now``: the step's clock (read once per step)."""
         self.sampler.accept(token)
         delta = self.stops.feed(self.text.push(self.vocab.piece(token, self.special)))
         event = TokenEvent(delta, token)
         if self.n_probs > 0 and self._probs is not None:
             event.probs, event.prob = self._probs
             event.chain_probs = self.sampler.last_probs
-        now = time.perf_counter()
         for condition in self.conditions:
-            status = condition(self, delta, now)
+            status = condition(self, delta, now or time.perf_counter())
             if status is not None:
                 return event, status
         return event, None

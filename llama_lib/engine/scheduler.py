@@ -481,12 +481,12 @@ class Scheduler:
                     out.append((child, sampled.get(child.id)))
         return out
 
-    def accept(self, slot: Slot, token: int) -> None:
-        """The sampled token is kept: it is fed to the next batch."""
+    def accept(self, slot: Slot, token: int, now: float = 0.0) -> None:
+        """The sampled token is kept: it is fed to the next batch. ``now``: the step's clock."""
         slot.pending = [token]
         slot.request.status = Status.GENERATING
         slot.request.n_generated += 1
-        slot.t_last = time.perf_counter()
+        slot.t_last = now or time.perf_counter()
 
     def commit_pending(self, slot: Slot) -> None:
         """Speculative decoding: the accepted token was decoded with the drafts, so it is in

@@ -36,10 +36,10 @@ def alone_factory(params, n_vocab, prompt_tokens, vocab, n_ctx=0):
     return sampler
 
 
-def run(factory, bodies: list[dict], eos_logit=None, n_predict: int = 12):
+def run(factory, bodies: list[dict], eos_logit=None, n_predict: int = 12, **config):
     ctx = RandomContext(n_ctx=512, n_seq=len(bodies))
     ctx.eos_logit = eos_logit
-    engine = make_engine(ctx)
+    engine = make_engine(ctx, **config)
     engine.sampler_factory = factory
     try:
         reqs = []
@@ -70,9 +70,9 @@ def test_slots_drawn_together_draw_what_each_draws_alone(monkeypatch):
     widths = []
     real = Sampler.sample_rows
 
-    def spy(samplers, table, rows):
+    def spy(samplers, table, rows, n_threads=1):
         widths.append(len(samplers))
-        return real(samplers, table, rows)
+        return real(samplers, table, rows, n_threads)
     monkeypatch.setattr(Sampler, "sample_rows", staticmethod(spy))
     together = run(make_sampler, [dict(b) for b in BODIES])
     assert max(widths) == len(BODIES)       # every slot in one call
@@ -80,6 +80,8 @@ def test_slots_drawn_together_draw_what_each_draws_alone(monkeypatch):
     alone = run(alone_factory, [dict(b) for b in BODIES])
     assert widths == []
     assert together == alone
+    # split over OS threads (as when the model is offloaded): the same tokens
+    assert run(make_sampler, [dict(b) for b in BODIES * 3], sample_threads=3)[:len(BODIES)] == alone
     assert all(len(tokens) == 12 for tokens, _ in together)
     assert len({tuple(tokens) for tokens, _ in together}) == len(BODIES)   # really sampled
 
