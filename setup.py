@@ -11,7 +11,8 @@ PURE_PYTHON = ["sampling/_json_schema_scalars.py", "sampling/_json_schema.py"]
 
 extensions = [
     Extension(path.rsplit(".", 1)[0].replace("/", "."), [path],
-              include_dirs=[numpy.get_include()], extra_compile_args=["-O3"])
+              include_dirs=[numpy.get_include()], extra_compile_args=["-O3", "-pthread"],
+              extra_link_args=["-pthread"])
     for path in sorted(glob("sampling/*.pyx")) + PURE_PYTHON
 ]
 
