@@ -11,7 +11,7 @@ from ..auth import has_valid_key
 from ..completion import (choice_params, collect_all, json_body, new_request, parse_options,
                           probs_entry, raise_for_failure, sampling_for, submit)
 from ..errors import ApiError, BadRequest, error_body
-from ..sse import sse_data
+from ..sse import Frames, sse_data
 from ..system_prompt import update_from_request
 from ..media import completion_prompts, prompt_text
 from ..props import MEDIA_MARKER, generation_settings, props_body
@@ -220,6 +220,7 @@ def _stream(state, engine, group, params, prompts, shape):
     """Server-sent events: progress chunks (return_progress), token chunks, and each
     result's final chunk; every chunk carries its result's ``index``."""
     vocab = engine.vocab
+    frames: dict[int, Frames] = {}      # per result: its plain token chunks (sse.Frames)
     with group:
         for i, events in group:
             req = group.requests[i]
@@ -229,7 +230,14 @@ def _stream(state, engine, group, params, prompts, shape):
             for ev in events:
                 if isinstance(ev, ProgressEvent):
                     yield sse_data(_progress_chunk(req, i, ev))
-            if tokens:
+            if tokens and not options.n_probs and tokens[-1].timings is None:
+                f = frames.get(i)
+                if f is None:
+                    f = frames[i] = Frames({"content": "", "tokens": [], "stop": False,
+                                            "id_slot": req.slot_id, "multimodal": False, "index": i},
+                                           ("content",), ("tokens",))
+                yield f.frame("".join(ev.text for ev in tokens), [ev.token for ev in tokens])
+            elif tokens:
                 chunk = {"content": "".join(ev.text for ev in tokens),
                          "tokens": [ev.token for ev in tokens], "stop": False,
                          "id_slot": req.slot_id, "multimodal": False, "index": i}

@@ -37,7 +37,7 @@ from ..completion import json_body, raise_for_failure
 from ..errors import ApiError, BadRequest
 from ..media import chat_media
 from ..media import tokenize as tokenize_media
-from ..sse import sse_data, sse_done
+from ..sse import Frames, sse_data, sse_done
 from .openai import (Generation, check_known_fields, collect_choices, completion_id, finish_reason,
                      fingerprint, now, open_stream, parse_max_tokens, parse_n, response_model,
                      submit_choices, token_logprobs, top_logprobs_of, usage_of)
@@ -69,7 +69,7 @@ def make_blueprint(state) -> Blueprint:
         call = ChatCall(state, body)
         if not call.stream:
             return jsonify(call.response())
-        return Response(stream_with_context(_sse(call.chunks())),
+        return Response(stream_with_context(_sse(call.chunks(encoded=True))),
                         mimetype="text/event-stream", headers=SSE_HEADERS)
 
     @bp.post("/apply-template")
@@ -81,10 +81,10 @@ def make_blueprint(state) -> Blueprint:
     return bp
 
 
-def _sse(chunks: Iterator[dict]):
+def _sse(chunks: Iterator[dict | bytes]):
     try:
         for chunk in chunks:
-            yield sse_data(chunk)
+            yield chunk if isinstance(chunk, bytes) else sse_data(chunk)
     except ApiError as exc:
         yield sse_data(exc.body())
         return
@@ -421,18 +421,35 @@ class ChatCall:
                 "model": m["model"], "system_fingerprint": m["system_fingerprint"],
                 "choices": choices, **extra}
 
-    def chunks(self) -> Iterator[dict]:
+    def chunks(self, encoded: bool = False) -> Iterator[dict | bytes]:
+        """The stream's chunks as dicts; ``encoded``: the plain text deltas (content or
+        reasoning, no logprobs) come as their SSE frames already, each encoding only its
+        text over bytes made once per choice and field (sse.Frames)."""
         events = open_stream(self.engine, self.requests)
         setup = self.setup
         streams: dict[int, MessageStream] = {}
         texts: dict[int, list[str]] = {}
         finals: dict[int, FinalEvent | None] = {}       # choices arrive interleaved
+        frames: dict[tuple[int, str], Frames] = {}
+
+        def text_frame(i: int, field: str, text: str) -> bytes:
+            f = frames.get((i, field))
+            if f is None:
+                f = frames[(i, field)] = Frames(self._chunk([{
+                    "index": i, "delta": {field: ""}, "logprobs": None, "finish_reason": None}]),
+                    ("choices", 0, "delta", field))
+            return f.frame(text)
 
         def deltas(i, found, token_events=()):
             lp = self._logprobs(token_events) if self.gen.logprobs and token_events else None
             if not found and lp is not None:
                 found = [{"content": ""}]
             for k, d in enumerate(found):
+                if encoded and lp is None and len(d) == 1:
+                    field, text = next(iter(d.items()))
+                    if field in ("content", "reasoning_content") and isinstance(text, str):
+                        yield text_frame(i, field, text)
+                        continue
                 yield self._chunk([{"index": i, "delta": d, "logprobs": lp if k == 0 else None,
                                     "finish_reason": None}])
         try:

@@ -17,7 +17,7 @@ from llama_lib.engine import FinalEvent, TokenEvent
 from ..completion import json_body, raise_for_failure
 from ..media import completion_prompts as media_prompts
 from ..errors import ApiError, BadRequest
-from ..sse import sse_data, sse_done
+from ..sse import Frames, sse_data, sse_done
 from .openai import (Generation, check_known_fields, collect_choices, completion_id, finish_reason,
                      fingerprint, now, open_stream, parse_max_tokens, parse_n, response_model,
                      submit_choices, token_logprobs, top_logprobs_of, usage_of)
@@ -102,6 +102,7 @@ class _Job:
         self.echoes = echoes
         self.token_lists = token_lists
         self.echo = echo
+        self._frames: dict[int, Frames] = {}       # per choice: its plain text chunks
 
     def prompt_of(self, i: int) -> int:
         return i // self.gen.n
@@ -140,8 +141,11 @@ class _Job:
         return {**self.meta, "choices": out, "usage": usage_of(finals, self.gen.n),
                 "timings": finals[0].timings}
 
+    def _chunk_dict(self, choices: list, **extra) -> dict:
+        return {**self.meta, "choices": choices, **extra}
+
     def _chunk(self, choices: list, **extra) -> bytes:
-        return sse_data({**self.meta, "choices": choices, **extra})
+        return sse_data(self._chunk_dict(choices, **extra))
 
     def stream(self, events, include_usage: bool):
         finals: dict[int, FinalEvent | None] = {}     # choices arrive interleaved
@@ -180,4 +184,11 @@ class _Job:
         if self.gen.logprobs and (tokens or with_prompt):
             lp = self._logprobs(tokens, offsets[i], self.prompt_of(i) if with_prompt else None)
             offsets[i] += sum(len(t) for t in lp["tokens"])
+        if lp is None:      # the plain text chunk: only the text is encoded (sse.Frames)
+            frames = self._frames.get(i)
+            if frames is None:
+                frames = self._frames[i] = Frames(self._chunk_dict(
+                    [{"text": "", "index": i, "logprobs": None, "finish_reason": None}]),
+                    ("choices", 0, "text"))
+            return frames.frame(text)
         return self._chunk([{"text": text, "index": i, "logprobs": lp, "finish_reason": None}])
