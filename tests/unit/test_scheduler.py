@@ -250,3 +250,25 @@ def test_similarity_picks_the_slot_sharing_enough_of_the_prompt_else_the_lru_slo
     s.add(req(long + [7, 8], cache_prompt=True))                     # shares 100 of 102
     plan, _ = run_step(s)
     assert plan.entries[0].slot is first and plan.admitted[0].n_cached == 100
+
+
+def test_common_prefix_agrees_with_a_plain_loop_on_short_and_long_lists():
+    import random
+    from llama_lib.engine.slots import common_prefix
+
+    def plain(a, b):
+        i = 0
+        while i < min(len(a), len(b)) and a[i] == b[i]:
+            i += 1
+        return i
+    rng = random.Random(3)
+    for n in (0, 1, 5, 63, 64, 65, 300, 5000):
+        a = [rng.randrange(50000) for _ in range(n)]
+        cases = [list(a), a[: n // 2], a + [7, 8]]
+        for cut in {0, n // 3, n - 1} - {-1}:
+            b = list(a)
+            if 0 <= cut < n:
+                b[cut] += 1
+                cases.append(b)
+        for b in cases:
+            assert common_prefix(a, b) == plain(a, b) == common_prefix(b, a)
