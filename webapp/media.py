@@ -297,7 +297,8 @@ def tokenize(engine, text: str, files: list[bytes], names: list[str], *,
             raise BadRequest(f"an {piece.kind} of {piece.n_tokens} tokens is more than this server "
                              f"takes ({placeholders.MAX_CHUNK_TOKENS - 1}); lower --image-max-tokens")
         # no content hash: a key of its own, so it is never taken for another file
-        key = engine.media.keys.key(piece.id or "unhashed-" + secrets.token_hex(16))
+        key = engine.media.keys.key(piece.id or "unhashed-" + secrets.token_hex(16),
+                                    piece.n_pos - piece.n_tokens)
         out.media.setdefault(key, piece)
         out.tokens.extend(placeholders.placeholders(key, piece.n_tokens))
     if out.tokens and out.tokens[-1] < 0:
@@ -371,15 +372,13 @@ def attach_projector(settings, engine, n_threads: int, marker: str) -> None:
             image_min_tokens=settings.image_min_tokens, image_max_tokens=settings.image_max_tokens))
     except MediaError as exc:
         raise ProjectorError(f"--mmproj: {exc.describe()}") from None
-    if mm.uses_mrope:
-        mm.close()
-        raise ProjectorError("--mmproj: projectors with M-RoPE positions (Qwen2-VL and the like) "
-                         "are not supported yet")
     if engine.scheduler.group_attn is not None:
         mm.close()
         raise ProjectorError("--mmproj cannot be combined with self-extend (--grp-attn-n)")
     cache_mib = settings.mmproj_cache_mib
     engine.media = MediaEvaluator(mm, max(0, cache_mib) * 1024 * 1024)
+    if mm.uses_mrope:   # chunks advance positions by n_pos, not n_tokens (engine/media.py)
+        engine.scheduler.shift_of = engine.media.keys.shift
 
 
 # --- /completion-style prompts ------------------------------------------------------------

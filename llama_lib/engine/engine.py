@@ -408,7 +408,7 @@ class Engine:
                 _, seq, n_keep, n_discard, n_past = op
                 self.ctx.seq_rm(seq, n_keep, n_keep + n_discard)
                 self.ctx.seq_add(seq, n_keep + n_discard, n_past, -n_discard)
-            entry.first_pos = slot.n_past
+            entry.first_pos = self.scheduler.pos(slot)
             return True
         plan.entries.remove(entry)
         self._finish(slot, Status.FINISHED_CONTEXT)
@@ -508,7 +508,8 @@ class Engine:
             chunk = slot.request.media[media.media_key(entry.tokens[0])]
             for attempt in range(2):
                 try:
-                    self.media.evaluate(self.ctx, chunk, entry.first_pos, slot.id, self.scheduler.n_batch)
+                    next_pos = self.media.evaluate(self.ctx, chunk, entry.first_pos, slot.id,
+                                                   self.scheduler.n_batch)
                     break
                 except NoKvSlotError:
                     if attempt or not self.scheduler.drop_idle_caches(self.ctx.seq_rm):
@@ -517,6 +518,11 @@ class Engine:
             self._fail_slot(slot, exc)
             return
         self.scheduler.update(plan, {})
+        if self.scheduler.pos(slot) != next_pos:     # the scheduler's positions are wrong
+            self._fail_slot(slot, LlamaError(
+                f"internal error: the {chunk.kind} ends at position {next_pos}, the scheduler "
+                f"expected {self.scheduler.pos(slot)}"))
+            return
         self._report_progress(slot)
 
     def _add_drafts(self, plan: Plan) -> None:
@@ -577,7 +583,7 @@ class Engine:
                     break
                 self._on_token(slot, token)
         finally:
-            self.ctx.seq_rm(slot.id, slot.n_past, -1)
+            self.ctx.seq_rm(slot.id, self.scheduler.pos(slot), -1)
             self.speculator.accepted(slot.id, len(draft), accepted)
 
     def _sample(self, slot, i: int) -> int:

@@ -21,6 +21,13 @@ Rules the scheduler keeps (model-free, with the helpers below):
 - no context shift while the slot's cache holds media (llama-server turns shifting off with
   a projector loaded; we only refuse it for the slots it would cut through).
 
+Positions: a chunk fills one KV cell per token, but under M-RoPE (Qwen2-VL and the like)
+it advances the position by its ``n_pos`` (the larger side of its token grid), not by its
+``n_tokens``: every cell of an image sits at the image's first position, and the text after
+it continues at first + n_pos. ``MediaKeys`` keeps each key's shift (``n_pos - n_tokens``,
+0 without M-RoPE) and ``position_shift`` sums the shifts of the whole chunks in a token
+list, so the scheduler maps a cache index to its position (``Scheduler.pos``).
+
 ``MediaEvaluator`` (engine thread) encodes a chunk with the projector, or takes its
 embeddings from a host-RAM LRU keyed by content hash, and decodes them into the slot's
 sequence.
@@ -33,7 +40,8 @@ import threading
 import time
 
 __all__ = ["placeholders", "is_media", "media_key", "media_run", "text_run", "align_keep",
-           "has_media", "text_tokens", "MediaEvaluator", "MediaKeys", "MAX_CHUNK_TOKENS"]
+           "has_media", "text_tokens", "position_shift", "MediaEvaluator", "MediaKeys",
+           "MAX_CHUNK_TOKENS"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +59,11 @@ class MediaKeys:
     def __init__(self):
         self._lock = threading.Lock()
         self._keys: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._shifts: dict[int, int] = {}      # key -> n_pos - n_tokens of its chunk
 
-    def key(self, chunk_id: str) -> int:
+    def key(self, chunk_id: str, shift: int = 0) -> int:
+        """The key of a chunk; ``shift``: its ``n_pos - n_tokens`` (see the module's
+        Positions), the same for every chunk of one file."""
         with self._lock:
             key = self._keys.get(chunk_id)
             if key is not None:
@@ -63,7 +74,11 @@ class MediaKeys:
             else:
                 _, key = self._keys.popitem(last=False)
             self._keys[chunk_id] = key
+            self._shifts[key] = shift
             return key
+
+    def shift(self, key: int) -> int:
+        return self._shifts.get(key, 0)
 
 
 def placeholders(key: int, n: int) -> list[int]:
@@ -107,6 +122,22 @@ def align_keep(prompt, keep: int) -> int:
     if 0 < keep < len(prompt) and prompt[keep] < 0:
         keep -= _index(prompt[keep])
     return max(keep, 0)
+
+
+def position_shift(tokens, start: int, stop: int, shift_of) -> int:
+    """The sum of ``shift_of(key)`` over the media chunks lying whole in tokens[start:stop]
+    (``start`` at a chunk boundary)."""
+    total = 0
+    i = start
+    while i < stop:
+        if tokens[i] < 0:
+            run = media_run(tokens, i)
+            if i + run <= stop:
+                total += shift_of(media_key(tokens[i]))
+            i += run
+        else:
+            i += 1
+    return total
 
 
 def has_media(tokens) -> bool:

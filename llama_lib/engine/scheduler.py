@@ -115,6 +115,10 @@ class Scheduler:
         self.before_start: Any = None
         self._last_batch_media = False       # media steps and ordinary batches alternate
         self._media_turn = 0                 # the slot whose media chunk goes next
+        # key -> a media chunk's n_pos - n_tokens, when positions and KV cells differ
+        # (M-RoPE projectors: engine/media.py, Positions); None: position = cache index
+        self.shift_of: Any = None
+        self._shift_memo: dict[int, tuple[list, int, int]] = {}   # slot -> (tokens, upto, shift)
 
     # --- queue ------------------------------------------------------------------------
     def add(self, req: Request) -> None:
@@ -266,7 +270,7 @@ class Scheduler:
         self._no_reuse.discard(slot.id)
         if keep == 0 and self.group_attn:
             self.group_attn.reset(slot.id)
-        plan.kv_ops.append(("rm", slot.id, keep, -1))
+        plan.kv_ops.append(("rm", slot.id, self.pos(slot, keep), -1))
         slot.cache_tokens = slot.cache_tokens[:keep]
         slot.pending = list(prompt[keep:])
         if keep == 0:
@@ -363,7 +367,7 @@ class Scheduler:
                     or slot.pending[0] >= 0 or slot.leader >= 0:
                 continue
             run = media.media_run(slot.pending)
-            plan.entries = [PlanEntry(slot, slot.pending[:run], slot.n_past, False)]
+            plan.entries = [PlanEntry(slot, slot.pending[:run], self.pos(slot), False)]
             plan.media = True
             plan.lora = req.options.lora
             self._media_turn = slot.id + 1
@@ -402,7 +406,7 @@ class Scheduler:
             if self.pooled_inputs_per_batch and len(entries) == self.pooled_inputs_per_batch:
                 break
             if total + len(slot.pending) <= self.n_batch:
-                entries.append(PlanEntry(slot, list(slot.pending), slot.n_past, True, all_outputs=True))
+                entries.append(PlanEntry(slot, list(slot.pending), self.pos(slot), True, all_outputs=True))
                 total += len(slot.pending)
         if not entries:
             return False
@@ -411,12 +415,30 @@ class Scheduler:
         return True
 
     def _position(self, slot: Slot, plan: Plan) -> int:
-        """Where the slot's next tokens go: n_past, or with self-extend the grouped position
-        (after the groupings that are due, added to the plan's KV edits)."""
+        """Where the slot's next tokens go: pos(slot), or with self-extend the grouped
+        position (after the groupings that are due, added to the plan's KV edits)."""
         if self.group_attn is None:
-            return slot.n_past
+            return self.pos(slot)
         self.group_attn.group(slot.id, slot.n_past, plan.kv_ops)
         return self.group_attn.position(slot.id, slot.n_past)
+
+    def pos(self, slot: Slot, k: int | None = None) -> int:
+        """The KV position of the slot's cache index ``k`` (default: the next token's,
+        n_past). The index itself, unless media chunks under M-RoPE moved it (shift_of).
+        Remembered per slot for its current cache list, so a generating slot pays for the
+        one new token only."""
+        n = slot.n_past if k is None else k
+        if self.shift_of is None:
+            return n
+        tokens = slot.cache_tokens
+        memo = self._shift_memo.get(slot.id)
+        if memo is not None and memo[0] is tokens and memo[1] <= n:
+            shift = memo[2] + media.position_shift(tokens, memo[1], n, self.shift_of)
+        else:
+            shift = media.position_shift(tokens, 0, n, self.shift_of)
+        if n == len(tokens):
+            self._shift_memo[slot.id] = (tokens, n, shift)
+        return n + shift
 
     def forget_caches(self) -> None:
         """No slot reuses its cached tokens as a prefix any more (e.g. the LoRA scales

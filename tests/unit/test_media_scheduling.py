@@ -191,3 +191,33 @@ class Vocab:
 
 def test_echoed_prompts_show_media_as_the_marker():
     assert prompt_text(Vocab(), [1, 2] + IMG + [3] + OTHER + [4], "<m>") == "ab<m>c<m>d"
+
+
+def test_under_mrope_positions_follow_each_chunks_n_pos_not_its_cells():
+    """IMG: 4 cells over 2 positions (shift -2), OTHER: 4 cells over 1 (shift -3). Text after
+    them, the removal of a reused prefix's tail and a slot generating on all follow."""
+    shifts = {media.media_key(IMG[0]): -2, media.media_key(OTHER[0]): -3}
+    s = Scheduler(n_slots=1, n_ctx_slot=128, n_batch=32)
+    s.shift_of = shifts.get
+    first = req([1, 2] + IMG + [3, 4] + OTHER + [5], n_predict=3)
+    s.add(first)
+    positions = []
+    for _ in range(7):
+        plan = run_step(s)
+        positions += [(e.tokens[0], e.first_pos) for e in plan.entries]
+    # text [1, 2] at 0; IMG at 2 (cells 2..5); [3, 4] at 4; OTHER at 6 (cells 8..11);
+    # [5] at 7; then the generated tokens at 8, 9
+    assert positions[:5] == [(1, 0), (IMG[0], 2), (3, 4), (OTHER[0], 6), (5, 7)]
+    assert [p for _, p in positions[5:]] == [8, 9]
+    slot = s.slots[0]
+    assert s.pos(slot) == len(slot.cache_tokens) - 5
+    s.finish(slot, Status.FINISHED_LIMIT)
+    # a follow-up keeps [1, 2] + IMG + [3]: its tail goes from cache index 7, position 5
+    again = req([1, 2] + IMG + [3, 9, 9])
+    s.add(again)
+    plan = s.schedule()
+    assert ("rm", 0, 5, -1) in plan.kv_ops and again.n_cached == 7
+    assert [(e.tokens, e.first_pos) for e in plan.entries] == [([9, 9], 5)]
+    # without shifts, positions are the cache indices
+    s.shift_of = None
+    assert s.pos(slot) == len(slot.cache_tokens)
