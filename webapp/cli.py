@@ -36,10 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
             if flag.dest == "flash_attn":
                 kw.update(nargs="?", const="on")
         else:
-            kw["type"] = {"int": int, "float": float, "str": str}[flag.kind]
-            kw["metavar"] = flag.metavar or ("N" if flag.kind in ("int", "float") else "VALUE")
+            kw["type"] = {"int": int, "float": float, "str": str, "layers": gpu_layers}[flag.kind]
+            kw["metavar"] = flag.metavar or ("N" if flag.kind in ("int", "float", "layers") else "VALUE")
         parser.add_argument(*flag.names, **kw)
     return parser
+
+
+def gpu_layers(value: str) -> int:
+    """-ngl / -ngld: a number of layers, 'auto' (-1) or 'all' (-2), as llama-server reads
+    them; libllama offloads every layer for any negative number."""
+    if value == "auto":
+        return -1
+    if value == "all":
+        return -2
+    return int(value)       # ValueError: argparse names the flag and the value
 
 
 def _from_env(flag: Flag, environ) -> object:
@@ -53,6 +63,8 @@ def _from_env(flag: Flag, environ) -> object:
             return raw.lower() not in _TRUE
         if flag.kind == "int":
             return int(raw)
+        if flag.kind == "layers":
+            return gpu_layers(raw)
         if flag.kind == "float":
             return float(raw)
         if flag.kind == "list":

@@ -16,7 +16,7 @@ __all__ = ["Flag", "FLAGS", "env_names"]
 class Flag:
     names: tuple[str, ...]
     dest: str
-    kind: str            # int | float | str | on | off | list | pair | choice
+    kind: str            # int | float | str | on | off | list | pair | choice | layers (int, auto, all)
     default: object
     help: str
     env: tuple[str, ...] = ()
@@ -63,7 +63,7 @@ FLAGS: list[Flag] = [
     F("-np --parallel", "parallel", "int", 1, "number of slots (parallel sequences)", env=("LLAMA_ARG_N_PARALLEL",)),
     F("-cb --cont-batching", "cont_batching", "on", True, "continuous batching (default: on)"),
     F("-nocb --no-cont-batching", "cont_batching", "off", True, "turn continuous batching off"),
-    F("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "int", -1, "layers to offload to the GPU (-1: libllama's default)", env=("LLAMA_ARG_N_GPU_LAYERS",)),
+    F("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "layers", -1, "layers to offload to the GPU: a number, 'auto' or 'all' (default: auto; libllama offloads all layers for both)", env=("LLAMA_ARG_N_GPU_LAYERS",)),
     F("-sm --split-mode", "split_mode", "choice", "layer", "how to split the model across GPUs", choices=("none", "layer", "row")),
     F("-ts --tensor-split", "tensor_split", "str", None, "fraction of the model per GPU, e.g. 3,1"),
     F("-mg --main-gpu", "main_gpu", "int", 0, "the GPU for the model (split-mode none) or for intermediates (row)"),
@@ -134,7 +134,7 @@ FLAGS: list[Flag] = [
     F("--spec-type", "spec_type", "str", None, "comma-separated speculative decoding types, tried in order: ngram-simple, ngram-mod (drafts from the slot's own tokens), draft-simple (a draft model, -md), none (default: none; draft-simple with -md)", env=("LLAMA_ARG_SPEC_TYPE",), metavar="TYPES"),
     F("--spec-default", "spec_default", "on", False, "llama-server's default speculative setup: ngram-mod with n-match 24, n-min 48, n-max 64"),
     F("-md --model-draft --spec-draft-model", "model_draft", "str", None, "draft model for speculative decoding (same vocabulary as the model)", env=("LLAMA_ARG_SPEC_DRAFT_MODEL",), metavar="FNAME"),
-    F("-ngld --gpu-layers-draft --n-gpu-layers-draft --spec-draft-ngl", "n_gpu_layers_draft", "int", -1, "draft model layers to offload to the GPU (-1: libllama's default)", env=("LLAMA_ARG_N_GPU_LAYERS_DRAFT",)),
+    F("-ngld --gpu-layers-draft --n-gpu-layers-draft --spec-draft-ngl", "n_gpu_layers_draft", "layers", -1, "draft model layers to offload to the GPU: a number, 'auto' or 'all' (default: auto)", env=("LLAMA_ARG_N_GPU_LAYERS_DRAFT",)),
     F("--spec-draft-n-max", "spec_draft_n_max", "int", 3, "tokens the draft model drafts at most per step"),
     F("--spec-draft-n-min", "spec_draft_n_min", "int", 0, "fewer draft-model tokens than this are not verified"),
     F("--spec-draft-p-min --draft-p-min", "spec_draft_p_min", "float", 0.0, "the draft model stops drafting when its choice's probability falls below this"),

@@ -31,3 +31,20 @@ def test_a_library_without_rpc_answers_rpc_with_one_line(monkeypatch, capsys):
 def test_the_default_build_has_rpc():
     assert backends.supports_rpc()
     assert any(d.type == "cpu" for d in backends.devices())
+
+
+@pytest.mark.parametrize("argv, env, layers, draft", [
+    (["-ngl", "all", "-ngld", "auto"], {}, -2, -1),
+    (["--n-gpu-layers", "12", "--spec-draft-ngl", "all"], {}, 12, -2),
+    ([], {"LLAMA_ARG_N_GPU_LAYERS": "all", "LLAMA_ARG_N_GPU_LAYERS_DRAFT": "3"}, -2, 3),
+    ([], {}, -1, -1),
+])
+def test_gpu_layers_take_a_number_auto_or_all(argv, env, layers, draft):
+    s = parse_settings(argv, environ=env)
+    assert (s.n_gpu_layers, s.n_gpu_layers_draft) == (layers, draft)
+
+
+def test_gpu_layers_refuse_other_words(capsys):
+    with pytest.raises(SystemExit):
+        parse_settings(["-ngl", "lots"], environ={})
+    assert "-ngl" in capsys.readouterr().err

@@ -247,7 +247,8 @@ def _typed(flag: Flag, raw: str, where: str):
     if flag.kind == "choice" and raw not in flag.choices:
         raise CatalogError(f"{where}: {raw!r} is not one of {', '.join(flag.choices)}")
     try:
-        return {"int": int, "float": float}.get(flag.kind, str)(raw)
+        from ..cli import gpu_layers
+        return {"int": int, "float": float, "layers": gpu_layers}.get(flag.kind, str)(raw)
     except ValueError:
         raise CatalogError(f"{where}: {raw!r} is not a{'n' if flag.kind == 'int' else ''} "
                            f"{flag.kind}") from None
