@@ -378,9 +378,12 @@ def build_plan(params: SamplingParams, n_vocab: int, prompt_tokens=(), vocab=Non
 class Sampler:
     """A chain plus, when the request has one, a grammar checked after the draw."""
 
-    def __init__(self, chain, grammar=None):
+    def __init__(self, chain, grammar=None, banned=frozenset()):
         self.chain = chain
         self.grammar = grammar
+        # tokens a -inf logit bias (or ignore_eos) bans: the chain's fallback when every
+        # token is banned (token 0) must not pass for a grammar-allowed choice
+        self.banned = banned
         self.seed = chain.seed
         self.last_probs: list[tuple[int, float]] | None = None
         self.last_prob = 0.0        # with n_probs: the drawn token's probability in that set
@@ -396,7 +399,7 @@ class Sampler:
             # Sample first, constrain only on rejection: most drawn tokens are already valid,
             # and constraining checks every token of the vocabulary.
             token = self.chain.sample(grammar.constrain(logits))
-            if not grammar.masked_in(token):
+            if not grammar.masked_in(token) or token in self.banned:
                 # every allowed token was banned (bias, ignore_eos): the chain fell back to
                 # a token the grammar rejects
                 from .grammar import GrammarExhausted
@@ -439,4 +442,5 @@ def make_sampler(params: SamplingParams, n_vocab: int, prompt_tokens=(), vocab=N
     elif params.grammar:
         from .grammar import GrammarConstraint
         grammar = GrammarConstraint(vocab, params.grammar)
-    return Sampler(Chain(plan), grammar)
+    banned = frozenset(int(t) for t, v in zip(plan.bias_ids, plan.bias_values) if v == -np.inf)
+    return Sampler(Chain(plan), grammar, banned)

@@ -314,3 +314,23 @@ def test_a_bad_grammar_raises_grammar_error(vocab, n_vocab):
     from sampling.params import SamplingParams
     with pytest.raises(llama_lib.GrammarError):
         make_sampler(SamplingParams(grammar="root ::= (", seed=1), n_vocab, vocab=vocab)
+
+
+def test_a_grammar_whose_only_allowed_token_is_banned_is_exhausted(vocab, n_vocab):
+    """Once 'yes' is complete the grammar allows only end-of-generation; with those tokens
+    banned (a -inf bias, as ignore_eos sets) nothing may come: GrammarExhausted, not the
+    chain's fallback token passing for an allowed one."""
+    from sampling import make_sampler
+    from sampling.grammar import GrammarExhausted
+    from sampling.params import SamplingParams
+    eog = [t for t in range(n_vocab) if vocab.is_eog(t)]
+    sampler = make_sampler(SamplingParams(grammar='root ::= "yes"', temperature=0,
+                                          logit_bias=tuple((t, float("-inf")) for t in eog)),
+                           n_vocab, vocab=vocab)
+    for token in vocab.tokenize("yes", False, False):
+        logits = np.full(n_vocab, -5.0, np.float32)
+        logits[token] = 5.0
+        assert sampler.sample(logits) == token
+        sampler.accept(token)
+    with pytest.raises(GrammarExhausted):
+        sampler.sample(make_logits("random", n_vocab, seed=3))
