@@ -10,6 +10,8 @@ from libc.math cimport INFINITY, expf, nextafterf
 from libc.stdint cimport INT32_MAX, int32_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
+import numpy as np
+
 
 # ======================================================================================
 # ordering
@@ -108,6 +110,7 @@ cdef inline Py_ssize_t insert_top(cand_t* out, Py_ssize_t count, Py_ssize_t k,
 
 cdef extern from "_blockmax.h" nogil:
     void blockmax64(const float* x, size_t n_blocks, float* out)
+    int blockmax64_lanes(const float* x, size_t n_blocks, float* out, int lanes)
     uint64_t ge_mask64(const float* x, float t)
     int lowest_bit64(uint64_t m)
 
@@ -485,3 +488,18 @@ cdef void keep_marked(cands_t* c) noexcept nogil:
             c.data[m] = c.data[i]
             m += 1
     c.size = m
+
+
+def _block_maxima(const float[::1] x not None, int lanes=0):
+    """The maxima of x's whole blocks of 64 (tests): ``lanes`` 0 as the kernels choose, 8
+    (AVX2), 4 (SSE2/NEON) or 1 (the plain loop); None where this machine has no such code."""
+    cdef Py_ssize_t nb = x.shape[0] // 64
+    out = np.empty(max(1, nb), dtype=np.float32)
+    cdef float[::1] o = out
+    if nb == 0:
+        return out[:0]
+    if lanes == 0:
+        blockmax64(&x[0], <size_t> nb, &o[0])
+    elif not blockmax64_lanes(&x[0], <size_t> nb, &o[0], lanes):
+        return None
+    return out

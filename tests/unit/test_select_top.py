@@ -82,3 +82,23 @@ def test_a_vocabulary_past_the_block_buffer_takes_the_plain_scan():
     ids, _logits, _p = chain(n, [TopK(40)]).apply(x)
     assert ids.tolist() == expected_top(x, 40)
     assert chain(n, final=Greedy()).sample(x) == int(np.argmax(x))
+
+
+@pytest.mark.parametrize("n", [49152, 64 * 7 + 5, 64 * 9, 63])
+def test_every_block_maxima_implementation_agrees_with_numpy(n):
+    """The AVX2 (8 lanes), SSE2/NEON (4 lanes) and plain kernels, whichever this machine
+    runs, over NaN, -inf and ties: NaN never hides a real logit."""
+    from sampling._candidates import _block_maxima
+    ran = 0
+    for seed in range(3):
+        for name, x in rows(n, seed):
+            want = np.where(np.isnan(x), -np.inf, x)[: n // 64 * 64].reshape(-1, 64).max(axis=1) \
+                if n >= 64 else np.zeros(0, np.float32)
+            for lanes in (0, 8, 4, 1):
+                got = _block_maxima(x, lanes)
+                if got is None:           # no AVX2 code on this machine: only that one
+                    assert lanes == 8
+                    continue
+                ran += 1
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} {lanes} lanes")
+    assert ran >= 3 * 7 * 3
