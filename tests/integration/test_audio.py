@@ -7,12 +7,12 @@ function of the sound, prefix caching without a second encode, the OpenAI chat
 from __future__ import annotations
 
 import base64
-import re
 
 import numpy as np
 import openai
 import pytest
 
+from tests.integration.media_checks import GREEDY, assert_second_turn_reuses_the_cache
 from tests.mmproj import png, solid
 from tests.mmproj_audio import AUDIO_TOKENS, audio_projector, tone, wav
 
@@ -21,7 +21,6 @@ pytestmark = pytest.mark.slow
 A440 = wav(tone(440, 0.5))
 A880 = wav(tone(880, 0.5))
 NOISE = wav(np.random.default_rng(1).uniform(-0.5, 0.5, 8000).astype(np.float32))
-GREEDY = {"temperature": 0, "max_tokens": 10}
 
 
 def b64(data: bytes) -> str:
@@ -43,12 +42,6 @@ def server(server_factory, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=60)
-
-
-def counter(server, name: str) -> float:
-    found = re.search(rf"^llamacpp:{name} (\S+)$", server.get("/metrics").text, re.M)
-    assert found, name
-    return float(found.group(1))
 
 
 def answer(client, data: bytes, **kw) -> str:
@@ -92,15 +85,7 @@ def test_the_output_follows_the_sound(server, client):
 
 
 def test_a_second_turn_reuses_the_cache_and_encodes_nothing(server, client):
-    clip = wav(tone(300, 0.3))
-    messages = audio_message(clip)
-    first = client.chat.completions.create(model="x", messages=messages, **GREEDY)
-    encoded = counter(server, "media_encoded_total")
-    follow_up = messages + [{"role": "assistant", "content": first.choices[0].message.content},
-                            {"role": "user", "content": "Is it loud?"}]
-    second = client.chat.completions.create(model="x", messages=follow_up, **GREEDY)
-    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
-    assert counter(server, "media_encoded_total") == encoded
+    assert_second_turn_reuses_the_cache(server, client, audio_message(wav(tone(300, 0.3))), "Is it loud?")
 
 
 def test_v1_completions_takes_an_audio_prompt(server):

@@ -17,6 +17,7 @@ import anthropic
 import openai
 import pytest
 
+from tests.integration.media_checks import GREEDY, assert_second_turn_reuses_the_cache, counter
 from tests.mmproj import IMAGE_TOKENS, bmp, checker, png, solid, vision_projector
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.slow
 CHECKER = png(32, 32, checker())
 RED = png(32, 32, solid(220, 20, 20))
 BLUE_BMP = bmp(32, 32, solid(10, 20, 230))
-GREEDY = {"temperature": 0, "max_tokens": 10}
 
 
 def b64(data: bytes) -> str:
@@ -70,12 +70,6 @@ def marker(server):
     return server.get("/props").json()["media_marker"]
 
 
-def counter(server, name: str) -> float:
-    found = re.search(rf"^llamacpp:{name} (\S+)$", server.get("/metrics").text, re.M)
-    assert found, name
-    return float(found.group(1))
-
-
 def chat(client, url: str, **kw):
     return client.chat.completions.create(model="x", messages=image_message(url), **{**GREEDY, **kw})
 
@@ -112,14 +106,8 @@ def test_the_output_follows_the_image(client):
 
 def test_a_second_turn_reuses_the_cache_and_encodes_nothing(server, client):
     picture = png(32, 32, lambda x, y: (x * 8, y * 8, 128))
-    messages = image_message(data_url(picture))
-    first = client.chat.completions.create(model="x", messages=messages, **GREEDY)
-    encoded = counter(server, "media_encoded_total")
-    follow_up = messages + [{"role": "assistant", "content": first.choices[0].message.content},
-                            {"role": "user", "content": "And what colour is it?"}]
-    second = client.chat.completions.create(model="x", messages=follow_up, **GREEDY)
-    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
-    assert counter(server, "media_encoded_total") == encoded
+    assert_second_turn_reuses_the_cache(server, client, image_message(data_url(picture)),
+                                        "And what colour is it?")
 
 
 def test_the_same_image_in_another_slot_comes_from_the_embedding_cache(server, marker):
