@@ -6,6 +6,8 @@
   image becomes 16 tokens. Two ViT blocks (the llava graph runs all but the last), width 64;
   the feed-forward width equals the embedding width, so libmtmd's legacy up/down swap of
   ``mlp`` projectors changes nothing.
+- ``clip_writer`` / ``write_out`` / ``random_weights``: what every test projector
+  (this one, tests/mmproj_audio.py, tests/mmproj_mrope.py) starts and ends with.
 - ``png(width, height, rgb)`` / ``bmp(...)``: image files as bytes (``zlib`` + ``struct``),
   ``rgb(x, y) -> (r, g, b)``.
 """
@@ -18,7 +20,8 @@ import numpy as np
 
 import gguf
 
-__all__ = ["IMAGE_TOKENS", "vision_projector", "png", "bmp", "solid", "checker"]
+__all__ = ["IMAGE_TOKENS", "vision_projector", "clip_writer", "write_out", "random_weights", "png",
+           "bmp", "solid", "checker"]
 
 IMAGE_SIZE = 32
 PATCH = 8
@@ -29,16 +32,36 @@ _BLOCKS = 2
 _HIDDEN = 128
 
 
-def vision_projector(dst: str, n_embd_out: int = 576, seed: int = 0) -> str:
+def random_weights(seed: int, scale: float):
+    """``w(*shape, scale=scale)``: float32 normal weights from one seeded generator."""
     rng = np.random.default_rng(seed)
 
-    def w(*shape, scale=0.05):
+    def w(*shape, scale=scale):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
+    return w
 
+
+def clip_writer(dst: str, name: str, encoder: str, projector_type: str) -> gguf.GGUFWriter:
+    """A writer for a CLIP GGUF with the keys every test projector starts with;
+    ``encoder``: "vision" or "audio". ``write_out`` finishes the file."""
     writer = gguf.GGUFWriter(dst, "clip")
-    writer.add_string("general.name", "tiny test projector")
-    writer.add_bool("clip.has_vision_encoder", True)
-    writer.add_string("clip.projector_type", "mlp")
+    writer.add_string("general.name", name)
+    writer.add_bool(f"clip.has_{encoder}_encoder", True)
+    writer.add_string("clip.projector_type", projector_type)
+    return writer
+
+
+def write_out(writer: gguf.GGUFWriter, dst: str) -> str:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
+
+
+def vision_projector(dst: str, n_embd_out: int = 576, seed: int = 0) -> str:
+    w = random_weights(seed, 0.05)
+    writer = clip_writer(dst, "tiny test projector", "vision", "mlp")
     writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
     writer.add_uint32("clip.vision.patch_size", PATCH)
     writer.add_uint32("clip.vision.embedding_length", _WIDTH)
@@ -71,11 +94,7 @@ def vision_projector(dst: str, n_embd_out: int = 576, seed: int = 0) -> str:
     writer.add_tensor("mm.0.bias", w(_HIDDEN))
     writer.add_tensor("mm.2.weight", w(n_embd_out, _HIDDEN, scale=0.1))
     writer.add_tensor("mm.2.bias", w(n_embd_out))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return dst
+    return write_out(writer, dst)
 
 
 def png(width: int, height: int, rgb) -> bytes:

@@ -24,7 +24,7 @@ import struct
 
 import numpy as np
 
-import gguf
+from tests.mmproj import clip_writer, random_weights, write_out
 
 __all__ = ["AUDIO_TOKENS", "SAMPLE_RATE", "STACK_FACTOR", "audio_projector", "wav", "tone"]
 
@@ -42,10 +42,7 @@ _HIDDEN = 64                # the SwiGLU's output width (mm.a.mlp.1 gives twice 
 
 
 def audio_projector(dst: str, n_embd_out: int = 576, seed: int = 0) -> str:
-    rng = np.random.default_rng(seed)
-
-    def w(*shape, scale=0.05):
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    w = random_weights(seed, 0.05)
 
     def ones(n):
         return np.ones(n, np.float32)
@@ -53,10 +50,7 @@ def audio_projector(dst: str, n_embd_out: int = 576, seed: int = 0) -> str:
     def zeros(n):
         return np.zeros(n, np.float32)
 
-    writer = gguf.GGUFWriter(dst, "clip")
-    writer.add_string("general.name", "tiny test audio projector")
-    writer.add_bool("clip.has_audio_encoder", True)
-    writer.add_string("clip.projector_type", "ultravox")
+    writer = clip_writer(dst, "tiny test audio projector", "audio", "ultravox")
     writer.add_uint32("clip.audio.num_mel_bins", MEL_BINS)
     writer.add_uint32("clip.audio.embedding_length", _WIDTH)
     writer.add_uint32("clip.audio.feed_forward_length", _FF)
@@ -94,11 +88,7 @@ def audio_projector(dst: str, n_embd_out: int = 576, seed: int = 0) -> str:
     # the mid-norm leaves unit-RMS features: keep the output near the scale of the text
     # model's token embeddings so the audio changes what the model says without drowning it
     writer.add_tensor("mm.a.mlp.2.weight", w(n_embd_out, _HIDDEN, scale=0.01))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return dst
+    return write_out(writer, dst)
 
 
 def wav(samples, rate: int = SAMPLE_RATE) -> bytes:

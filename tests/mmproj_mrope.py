@@ -57,11 +57,10 @@ import math
 import struct
 
 import numpy as np
-
-import gguf
 from gguf import GGUFValueType as T
 
 from tests.gguf_builders import U32, _encode_kv, read_layout, write_f32_gguf
+from tests.mmproj import clip_writer, random_weights, write_out
 
 __all__ = ["IMAGE_SIZE", "IMAGE_TOKENS", "IMAGE_N_POS", "PATCH", "MERGE", "TOKEN_EMBD_STD",
            "MIN_TOKENS", "MAX_TOKENS", "image_grid", "rope_sections", "qwen2vl_projector", "tiny_qwen2vl"]
@@ -172,16 +171,9 @@ def tiny_qwen2vl(dst: str, vocab_model: str, *, n_embd: int = 64, n_ff: int = 12
 def qwen2vl_projector(dst: str, n_embd_out: int = 64, seed: int = 0) -> str:
     """A random ``qwen2vl_merger`` CLIP projector whose output feeds a text model of width
     ``n_embd_out``."""
-    rng = np.random.default_rng(seed)
-
-    def w(*shape, scale=0.1):
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
-
+    w = random_weights(seed, 0.1)
     merged = _WIDTH * MERGE * MERGE
-    writer = gguf.GGUFWriter(dst, "clip")
-    writer.add_string("general.name", "tiny test qwen2vl projector")
-    writer.add_bool("clip.has_vision_encoder", True)
-    writer.add_string("clip.projector_type", "qwen2vl_merger")
+    writer = clip_writer(dst, "tiny test qwen2vl projector", "vision", "qwen2vl_merger")
     writer.add_uint32("clip.vision.image_size", 64)   # required, unused by the dynamic-size path
     writer.add_uint32("clip.vision.patch_size", PATCH)
     writer.add_uint32("clip.vision.spatial_merge_size", MERGE)
@@ -215,8 +207,4 @@ def qwen2vl_projector(dst: str, n_embd_out: int = 64, seed: int = 0) -> str:
     writer.add_tensor("mm.0.bias", w(merged, scale=0.02))
     writer.add_tensor("mm.2.weight", w(n_embd_out, merged, scale=0.5 * merged ** -0.5))
     writer.add_tensor("mm.2.bias", w(n_embd_out, scale=0.02))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return dst
+    return write_out(writer, dst)
