@@ -104,8 +104,9 @@ class Generation:
         if self.n_probs > 0 and self._probs is not None:
             event.probs, event.prob = self._probs
             event.chain_probs = self.sampler.last_probs
+        now = now or time.perf_counter()
         for condition in self.conditions:
-            status = condition(self, delta, now or time.perf_counter())
+            status = condition(self, delta, now)
             if status is not None:
                 return event, status
         return event, None
