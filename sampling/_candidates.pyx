@@ -111,15 +111,20 @@ cdef inline Py_ssize_t insert_top(cand_t* out, Py_ssize_t count, Py_ssize_t k,
 cdef extern from "_blockmax.h" nogil:
     void blockmax64(const float* x, size_t n_blocks, float* out)
     int blockmax64_lanes(const float* x, size_t n_blocks, float* out, int lanes)
+    void bm_range(const float* v, size_t n, float* hi, float* lo)
+    float bm_threshold(const float* v, size_t n, size_t k, float hi, float lo)
     uint64_t ge_mask64(const float* x, float t)
     int lowest_bit64(uint64_t m)
+    void rank_pairs(const float* lg, const int32_t* ids, size_t m, int32_t* rank)
+    int blockmax_use_avx2(int on)
 
 
 cdef enum:
     # block maxima (64 logits each) on the stack: vocabularies up to 64 * BM_CAP tokens;
     # larger ones take the plain scans
     BM_CAP = 8192
-    # top_k beyond this takes the plain scan (the final ranking is quadratic)
+    # top_k beyond this takes the plain scan; more candidates than this reaching the
+    # threshold are cut to k by a radix select before they are ranked (ranking is quadratic)
     RANK_MAX = 128
 
 
@@ -140,21 +145,23 @@ cdef Py_ssize_t scan_top(const float* logits, Py_ssize_t n, Py_ssize_t k,
 cdef Py_ssize_t select_top(const float* logits, Py_ssize_t n, Py_ssize_t k,
                            cand_t* out) noexcept nogil:
     # Logits differ at every step, so every data-dependent branch here is a coin flip; the
-    # work is laid out to take few of them:
-    # 1. one vectorized pass takes the maximum of every block of 64 logits (_blockmax.h);
-    # 2. T = the k-th largest block maximum (a radix select: counting, no comparisons). k
-    #    blocks hold a logit >= T, so the best k are all >= T, and a block whose maximum
-    #    is below T holds none of them;
-    # 3. the blocks that reach T (about k) give their logits >= T (branch-free compaction);
-    # 4. the k-th best of those decides: everything above it, then its equals by id; the k
-    #    are placed by counting their ranks.
-    # 49152 logits, k = 40, a fresh row each call: ~9 us, against ~25 us for one scalar
-    # pass with a running floor (kept for large k, small vocabularies and flat logits).
-    cdef Py_ssize_t b, j, nb = n // 64, m = 0, n_eq
-    cdef uint64_t bits
-    cdef float T, v, kth
+    # work is laid out to take few of them (_blockmax.h):
+    # 1. one vectorized pass takes the maximum of every block of 64 logits;
+    # 2. T: a value at least k block maxima reach, and few more (one histogram pass). The
+    #    best k logits are all >= T, and a block whose maximum is below T holds none;
+    # 3. the blocks that reach T (found by compare masks over the maxima) give their
+    #    logits >= T (compare masks again): about k candidates, in id order;
+    # 4. each candidate is placed at its rank, counted against all the others (ties by id).
+    # 49152 logits, k = 40, a fresh row each call: ~8 us, nearly all of it the pass over
+    # memory, against ~25 us for one scalar pass with a running floor (kept for large k,
+    # small vocabularies and flat logits).
+    cdef Py_ssize_t b, j, nb = n // 64, m = 0, n_eq, g
+    cdef uint64_t bits, blocks
+    cdef float T, v, kth, hi, lo
     cdef float bm[BM_CAP]
-    cdef cand_t picked[RANK_MAX]
+    cdef float lg[RANK_MAX + 8]
+    cdef int32_t ids[RANK_MAX + 8]
+    cdef int32_t rank[RANK_MAX]
     if k > n:
         k = n
     if k <= 0:
@@ -162,11 +169,20 @@ cdef Py_ssize_t select_top(const float* logits, Py_ssize_t n, Py_ssize_t k,
     if nb > BM_CAP or nb < k or k > RANK_MAX:
         return scan_top(logits, n, k, out)
     blockmax64(logits, <size_t> nb, bm)
-    T = kth_largest(bm, nb, k)
+    bm_range(bm, <size_t> nb, &hi, &lo)
+    T = bm_threshold(bm, <size_t> nb, <size_t> k, hi, lo) if hi > -INFINITY else -INFINITY
     if not T > -INFINITY:           # fewer than k blocks hold a finite logit
         return scan_top(logits, n, k, out)
-    for b in range(nb):             # out holds n records (every caller's buffer does)
-        if bm[b] >= T:
+    for g in range(0, nb, 64):      # out holds n records (every caller's buffer does)
+        if g + 64 <= nb:
+            blocks = ge_mask64(bm + g, T)
+        else:
+            blocks = 0
+            for b in range(g, nb):
+                blocks |= (<uint64_t> (bm[b] >= T)) << (b - g)
+        while blocks:
+            b = g + lowest_bit64(blocks)
+            blocks &= blocks - 1
             bits = ge_mask64(logits + 64 * b, T)
             while bits:
                 j = 64 * b + lowest_bit64(bits)
@@ -181,19 +197,31 @@ cdef Py_ssize_t select_top(const float* logits, Py_ssize_t n, Py_ssize_t k,
         m += v >= T
     if m > BM_CAP:                  # a flat stretch of equal logits
         return scan_top(logits, n, k, out)
+    if m > RANK_MAX:                # cut to the best k first
+        for j in range(m):
+            bm[j] = out[j].logit
+        kth = kth_largest(bm, m, k)
+        n_eq = k
+        for j in range(m):
+            n_eq -= out[j].logit > kth
+        b = 0
+        for j in range(m):          # out is in id order: equals to the k-th go lowest id first
+            if out[j].logit > kth or (out[j].logit == kth and n_eq > 0):
+                n_eq -= out[j].logit == kth
+                out[b] = out[j]
+                b += 1
+        m = k
     for j in range(m):
-        bm[j] = out[j].logit
-    kth = kth_largest(bm, m, k)
-    n_eq = k
-    for j in range(m):
-        n_eq -= out[j].logit > kth
-    b = 0
-    for j in range(m):              # out is in id order: equals to the k-th go lowest id first
-        if out[j].logit > kth or (out[j].logit == kth and n_eq > 0):
-            n_eq -= out[j].logit == kth
-            picked[b] = out[j]
-            b += 1
-    rank_sort(picked, k, out)
+        lg[j] = out[j].logit
+        ids[j] = out[j].id
+    for j in range(m, m + 8):
+        lg[j] = -INFINITY
+        ids[j] = INT32_MAX
+    rank_pairs(lg, ids, <size_t> m, rank)
+    for j in range(m):              # out[:m] in the candidate order; the first k are the answer
+        out[rank[j]].id = ids[j]
+        out[rank[j]].logit = lg[j]
+        out[rank[j]].p = 0.0
     return k
 
 
@@ -247,26 +275,6 @@ cdef float kth_largest(const float* a, Py_ssize_t n, Py_ssize_t k) noexcept nogi
     return key_value(prefix)
 
 
-cdef void rank_sort(const cand_t* a, Py_ssize_t k, cand_t* out) noexcept nogil:
-    """a[:k] (distinct ids, k <= RANK_MAX) into out in the candidate order, each placed at
-    its rank: k * k comparisons, vectorized, without a data-dependent branch."""
-    cdef Py_ssize_t i, j, r
-    cdef float lg[RANK_MAX]
-    cdef int32_t ids[RANK_MAX]
-    cdef float li
-    cdef int32_t ii
-    for i in range(k):
-        lg[i] = a[i].logit
-        ids[i] = a[i].id
-    for i in range(k):
-        li = lg[i]
-        ii = ids[i]
-        r = 0
-        for j in range(k):
-            r += (lg[j] > li) | ((lg[j] == li) & (ids[j] < ii))
-        out[r] = a[i]
-
-
 cdef Py_ssize_t select_top_cands(const cand_t* src, Py_ssize_t n, Py_ssize_t k,
                                  cand_t* out) noexcept nogil:
     """select_top over a compact set; candidates keep their p. Ties go to the lower id."""
@@ -291,21 +299,22 @@ cdef Py_ssize_t select_top_cands(const cand_t* src, Py_ssize_t n, Py_ssize_t k,
 cdef Py_ssize_t argmax_logits(const float* L, Py_ssize_t n) noexcept nogil:
     """The first best of a full set's logits (lowest index among equals); select_top with
     k = 1, for greedy, without the record. All -inf or NaN: 0."""
-    # the block maxima (one vectorized pass), then the first block holding the best, then
-    # its first logit equal to it: ~4 us for 49152 logits against ~21 us scalar
+    # the block maxima (one vectorized pass) and their largest, then the first block
+    # holding it, then its first logit equal to it: ~8 us for 49152 logits from memory,
+    # nearly all of it the pass, against ~21 us scalar
     cdef Py_ssize_t b, j, nb = n // 64, best = -1
-    cdef float mx = -INFINITY
+    cdef float mx = -INFINITY, lo
     cdef float bm[BM_CAP]
     if nb > BM_CAP:
         nb = 0
     if nb:
         blockmax64(L, <size_t> nb, bm)
-        for b in range(nb):
-            if bm[b] > mx:
-                mx = bm[b]
-                best = b
-        if best >= 0:
-            for j in range(64 * best, 64 * best + 64):
+        bm_range(bm, <size_t> nb, &mx, &lo)
+        if mx > -INFINITY:
+            b = 0
+            while bm[b] != mx:
+                b += 1
+            for j in range(64 * b, 64 * b + 64):
                 if L[j] == mx:
                     best = j
                     break
@@ -503,3 +512,9 @@ def _block_maxima(const float[::1] x not None, int lanes=0):
     elif not blockmax64_lanes(&x[0], <size_t> nb, &o[0], lanes):
         return None
     return out
+
+
+def _use_avx2(bint on):
+    """Tests: False runs every vectorized selection on its SSE2 code even where the CPU has
+    AVX2 (as on a machine without it), True goes back; returns the previous choice."""
+    return bool(blockmax_use_avx2(on))

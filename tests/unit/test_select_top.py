@@ -16,8 +16,8 @@ def chain(n_vocab: int, stages=(), final=Dist()) -> Chain:
 
 
 def expected_top(x: np.ndarray, k: int) -> list[int]:
-    """The best k finite logits, higher first, lower id first among equals."""
-    ids = np.flatnonzero(np.isfinite(x))
+    """The best k logits above -inf (NaN never), higher first, lower id first among equals."""
+    ids = np.flatnonzero(x > -np.inf)
     order = np.lexsort((ids, -x[ids]))
     return ids[order][:k].tolist()
 
@@ -52,15 +52,37 @@ def rows(n: int, seed: int):
     flat = np.zeros(n, np.float32)
     flat[rng.choice(n, 5, replace=False)] = 1.0
     yield "flat", flat
+    spread = normal.copy()                                 # block maxima over 30 decades:
+    spread[: n // 2] -= 1e30                               # the threshold's bins are wide
+    yield "spread", spread
+    infinite = normal.copy()
+    infinite[rng.choice(n, 3, replace=False)] = np.inf
+    yield "inf", infinite
+    zeros = np.where(normal > 0, np.float32(-0.0), normal).astype(np.float32)
+    zeros[rng.choice(n, min(n, 7), replace=False)] = 0.0   # +0 and -0 tie at the cut
+    yield "signed zeros", zeros
+    dense = normal.copy()                                  # many logits just under the best
+    dense[rng.choice(n, min(n, 200), replace=False)] = 9.0 + rng.random(min(n, 200)).astype(np.float32) * 1e-3
+    yield "dense top", dense
 
 
 SIZES = [49152, 49152 + 17, 64 * 40, 63, 1000]
 KS = [1, 2, 40, 128, 129, 3000]
 
 
+@pytest.fixture(params=["avx2", "sse2"])
+def simd(request):
+    """Each selection test runs the AVX2 code (where the CPU has it) and the SSE2 code, so a
+    machine with AVX2 also checks what one without it would run."""
+    from sampling._candidates import _use_avx2
+    was = _use_avx2(request.param == "avx2")
+    yield request.param
+    _use_avx2(was)
+
+
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("k", KS)
-def test_top_k_of_a_full_set_is_the_exact_top_k(n, k):
+def test_top_k_of_a_full_set_is_the_exact_top_k(n, k, simd):
     for seed in range(3):
         for name, x in rows(n, seed):
             ids, logits, _p = chain(n, [TopK(k)]).apply(x)
@@ -70,7 +92,7 @@ def test_top_k_of_a_full_set_is_the_exact_top_k(n, k):
 
 
 @pytest.mark.parametrize("n", SIZES)
-def test_greedy_is_the_first_best_finite_logit(n):
+def test_greedy_is_the_first_best_finite_logit(n, simd):
     for seed in range(3):
         for name, x in rows(n, seed):
             assert chain(n, final=Greedy()).sample(x) == first_argmax(x), (name, seed)
@@ -101,4 +123,4 @@ def test_every_block_maxima_implementation_agrees_with_numpy(n):
                     continue
                 ran += 1
                 np.testing.assert_array_equal(got, want, err_msg=f"{name} {lanes} lanes")
-    assert ran >= 3 * 7 * 3
+    assert ran >= 3 * 11 * 3
