@@ -32,6 +32,8 @@ class Vocab:
         # Pieces are asked for once per generated token; a dict lookup beats a ctypes call.
         # token -> bytes, without and with special tokens rendered (index: special)
         self._pieces: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
+        # token -> its piece as text when the bytes are whole UTF-8 characters, else None
+        self._texts: tuple[dict[int, str | None], dict[int, str | None]] = ({}, {})
         self._eog: dict[int, bool] = {}
 
     def tokenize(self, text: str | bytes, add_special: bool = True,
@@ -67,6 +69,19 @@ class Vocab:
         out = buf.raw[:n]
         self._pieces[special][token] = out
         return out
+
+    def piece_text(self, token: int, special: bool = True) -> str | None:
+        """The token's piece as text when its bytes are whole UTF-8 characters (nearly every
+        token), else None (a piece of a character, or bytes that are not UTF-8)."""
+        texts = self._texts[special]
+        if token in texts:
+            return texts[token]
+        try:
+            text = self.piece(token, special).decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        texts[token] = text
+        return text
 
     def detokenize(self, tokens: list[int], remove_special: bool = False,
                    unparse_special: bool = True) -> str:

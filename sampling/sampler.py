@@ -391,6 +391,8 @@ class Sampler:
         # in Python), no n_probs (Python lists)
         self.batchable = (grammar is None and chain.n_probs == 0
                           and type(chain).__module__ == "sampling._chain")
+        if grammar is None:
+            self.accept = chain.accept      # once per token: skip the method in between
 
     def sample(self, logits: np.ndarray) -> int:
         token = self.chain.sample(logits)

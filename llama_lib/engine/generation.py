@@ -68,7 +68,7 @@ class Generation:
         self.n_probs = req.sampling.n_probs if req.sampling is not None else 0
         # n_probs of the token sampled last: (top n, the chosen token's probability)
         self._probs: tuple[list[tuple[int, float]], float] | None = None
-        self.conditions = [stop_string, token_limit]
+        self.conditions = [stop_string, token_limit] if self.stops.stops else [token_limit]
         if req.options.t_max_predict_ms > 0:
             self.conditions.append(time_limit)
         self.t_started = 0.0          # when generation began (the engine sets it: prompt done)
@@ -99,7 +99,9 @@ class Generation:
         """The kept ``token`` (already counted by the scheduler): its event, and the finish
         status if a stop condition fires. ``now``: the step's clock (read once per step)."""
         self.sampler.accept(token)
-        delta = self.stops.feed(self.text.push(self.vocab.piece(token, self.special)))
+        delta = self.text.push_token(self.vocab, token, self.special)
+        if self.stops.stops:
+            delta = self.stops.feed(delta)
         event = TokenEvent(delta, token)
         if self.n_probs > 0 and self._probs is not None:
             event.probs, event.prob = self._probs

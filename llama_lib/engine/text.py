@@ -19,9 +19,21 @@ class IncrementalText:
 
     def __init__(self):
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._clean = True          # the decoder holds no bytes of an unfinished character
 
     def push(self, piece: bytes) -> str:
-        return self._decoder.decode(piece)
+        out = self._decoder.decode(piece)
+        self._clean = not self._decoder.getstate()[0]
+        return out
+
+    def push_token(self, vocab, token: int, special: bool) -> str:
+        """push(vocab.piece(token)), through the vocabulary's text of the piece when nothing
+        is pending (the same text, without a trip through the decoder)."""
+        if self._clean:
+            text = vocab.piece_text(token, special)
+            if text is not None:
+                return text
+        return self.push(vocab.piece(token, special))
 
     def flush(self) -> str:
         return self._decoder.decode(b"", final=True)

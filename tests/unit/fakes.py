@@ -22,6 +22,12 @@ class FakeVocab:
     def piece(self, token, special=True):
         return b"" if token == 0 else bytes([token - 1])
 
+    def piece_text(self, token, special=True):
+        try:
+            return self.piece(token, special).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
     def detokenize(self, tokens, remove_special=False, unparse_special=True):
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
 

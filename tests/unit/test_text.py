@@ -21,6 +21,39 @@ def test_invalid_bytes_become_replacement_characters_instead_of_stalling():
     assert text.flush() == "\ufffd"
 
 
+class PieceVocab:
+    """Tokens are fixed byte strings: whole characters, pieces of one, and invalid bytes."""
+    PIECES = [b"a", "\U0001f40d".encode()[:2], "\U0001f40d".encode()[2:], b" b", b"\xff",
+              "\u00e9".encode()[:1], "\u00e9".encode()[1:] + b"c", "\u20ac".encode()]
+
+    def __init__(self):
+        self.asked_text = 0
+
+    def piece(self, token, special=True):
+        return self.PIECES[token]
+
+    def piece_text(self, token, special=True):
+        self.asked_text += 1
+        try:
+            return self.PIECES[token].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+
+@pytest.mark.parametrize("tokens", [
+    [0, 1, 2, 3], [1, 2, 0], [4, 0, 5, 6, 7], [1, 0, 2, 3], [5, 5, 6], [7, 1, 7, 2, 7], [6, 4, 1],
+])
+def test_pushing_tokens_gives_the_text_of_pushing_their_bytes(tokens):
+    """The vocabulary's text of a whole piece is used only while no character is pending:
+    the output is the decoder's, byte for byte, whatever the pieces split."""
+    vocab = PieceVocab()
+    by_token, by_bytes = IncrementalText(), IncrementalText()
+    got = [by_token.push_token(vocab, t, True) for t in tokens] + [by_token.flush()]
+    want = [by_bytes.push(vocab.piece(t)) for t in tokens] + [by_bytes.flush()]
+    assert got == want
+    assert vocab.asked_text > 0
+
+
 @pytest.mark.parametrize("deltas,stops,published,matched", [
     pytest.param(["Hello", " wor", "ld!"], ["world"], "Hello ", "world", id="spans-deltas"),
     pytest.param(["abc"], ["x"], "abc", None, id="no-match"),
