@@ -82,6 +82,7 @@ def load_vocab():
 WAIT_FOR_WEB = True      # EngineConfig.wait_for_web (--no-wait: as on a GPU server)
 SAMPLE_THREADS = 1       # EngineConfig.sample_threads (--sample-threads; the server's choice:
                          # 1 on CPU, up to 4 when offloaded)
+SAMPLE_ASYNC = False     # EngineConfig.sample_async (--no-wait, unless --sync-draw)
 
 
 def make_engine(model, n_slots: int, decode_ms: float, n_ctx_slot: int = 1024):
@@ -91,7 +92,8 @@ def make_engine(model, n_slots: int, decode_ms: float, n_ctx_slot: int = 1024):
     eog = [t for t in range(vocab.n_tokens) if vocab.is_eog(t)]
     ctx = TimedContext(vocab.n_tokens, n_slots, n_ctx_slot, decode_ms, eog)
     engine = Engine(model, ctx, EngineConfig(n_slots=n_slots, n_batch=2048, wait_for_web=WAIT_FOR_WEB,
-                                             sample_threads=SAMPLE_THREADS), make_sampler)
+                                             sample_threads=SAMPLE_THREADS, sample_async=SAMPLE_ASYNC),
+                    make_sampler)
     return engine, ctx
 
 
@@ -190,18 +192,24 @@ def main(argv=None) -> None:
     ap.add_argument("--n-predict", type=int, default=200)
     ap.add_argument("--http", action="store_true", help="also run the HTTP layer with streaming clients")
     ap.add_argument("--no-wait", action="store_true",
-                    help="the engine does not wait for the web side between steps (as with -ngl > 0)")
+                    help="as the server runs with the model offloaded (-ngl > 0): the engine does not "
+                         "wait for the web side between steps, and draws on worker threads while it "
+                         "handles the tokens drawn first")
+    ap.add_argument("--sync-draw", action="store_true",
+                    help="with --no-wait: draw every token before handling any (the CPU policy's way)")
     ap.add_argument("--sample-threads", type=int, default=None,
                     help="threads drawing each step's tokens (default: 1; with --no-wait, as the "
                          "server does when offloaded: min(4, CPUs))")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    global WAIT_FOR_WEB, SAMPLE_THREADS
+    global WAIT_FOR_WEB, SAMPLE_THREADS, SAMPLE_ASYNC
     WAIT_FOR_WEB = not args.no_wait
+    SAMPLE_ASYNC = args.no_wait and not args.sync_draw
     from webapp.state import _sample_threads
     SAMPLE_THREADS = (args.sample_threads if args.sample_threads is not None
                       else _sample_threads(offloaded=args.no_wait))
-    print(f"wait for the web side: {WAIT_FOR_WEB}, sampling threads: {SAMPLE_THREADS}")
+    print(f"wait for the web side: {WAIT_FOR_WEB}, sampling threads: {SAMPLE_THREADS}, "
+          f"drawing while handling tokens: {SAMPLE_ASYNC}")
     model = load_vocab()
     rows = []
     for decode_ms in [float(x) for x in args.decode_ms.split(",")]:

@@ -26,7 +26,7 @@ from ._stages cimport (FIN_DIST, FIN_GREEDY, FIN_MIROSTAT, FIN_MIROSTAT_V2, ST_D
 
 import numpy as np
 
-__all__ = ["Chain", "sample_rows"]
+__all__ = ["Chain", "RowsDraw", "sample_rows", "start_rows"]
 
 
 _STAGE_KINDS = {
@@ -84,6 +84,15 @@ cdef extern from "_pool.h" nogil:
     ctypedef void (*pool_fn)(void* arg, int part, int n_parts) noexcept nogil
     int pool_parts(int n_parts)
     void pool_run(pool_fn fn, void* arg, int n_parts)
+    int pool_start(pool_fn fn, void* arg, int n_parts, int try_only)
+    void pool_finish()
+    ctypedef struct pool_latch:
+        pass
+    void latch_init(pool_latch* l)
+    void latch_destroy(pool_latch* l)
+    void latch_set(pool_latch* l, int32_t* slot, int32_t value)
+    bint latch_ready(const int32_t* slot)
+    void latch_wait(pool_latch* l, const int32_t* slot)
 
 
 cdef struct rows_job:
@@ -146,6 +155,109 @@ def sample_rows(list chains not None, const float[:, ::1] table not None,
             pool_run(rows_part, &job, parts)
     finally:
         PyMem_Free(job.cores)
+
+
+cdef struct async_rows:
+    rows_job job
+    pool_latch latch
+
+
+cdef void async_part(void* arg, int part, int n_parts) noexcept nogil:
+    # rows part, part + n_parts, ...: the rows come out about in order, as they are taken
+    cdef async_rows* a = <async_rows*> arg
+    cdef rows_job* job = &a.job
+    cdef Py_ssize_t i = part
+    while i < job.n:
+        latch_set(&a.latch, &job.out[i], core_run(job.cores[i], job.table + job.rows[i] * job.stride))
+        i += n_parts
+
+
+cdef class RowsDraw:
+    """Draws running on worker threads (start_rows): ``token(k)`` is row k's token, waiting
+    for it without the GIL if it is not drawn yet; ``finish()`` waits for every row and
+    gives the pool back. Until then the chains, the table and the rows stay untouched by
+    anyone but the workers (the caller may use a chain once its token is in: no worker
+    reads it again)."""
+    cdef async_rows a
+    cdef core_t** cores
+    cdef bint running
+    cdef bint latched
+    cdef object _keep           # the chains, the table, rows and out: alive while drawn
+    cdef readonly object out
+
+    def __dealloc__(self):
+        self._finish()
+        if self.latched:
+            latch_destroy(&self.a.latch)
+        PyMem_Free(self.cores)
+
+    cdef _finish(self):
+        if self.running:
+            with nogil:
+                pool_finish()
+            self.running = False
+
+    def finish(self) -> None:
+        self._finish()
+
+    def token(self, Py_ssize_t k) -> int:
+        if not 0 <= k < self.a.job.n:
+            raise IndexError(f"row {k} is not in this draw")
+        cdef const int32_t* slot = &self.a.job.out[k]
+        if not latch_ready(slot):
+            with nogil:
+                latch_wait(&self.a.latch, slot)
+        return slot[0]
+
+
+def start_rows(list chains not None, const float[:, ::1] table not None,
+               const int32_t[::1] rows not None, int n_threads=1) -> RowsDraw:
+    """sample_rows on ``n_threads`` worker threads, returning at once: the caller handles
+    the tokens drawn first (``RowsDraw.token``) while the workers draw the rest. Where no
+    worker thread can run, every row is drawn here before it returns."""
+    cdef Py_ssize_t i, n = len(chains)
+    cdef Chain ch
+    cdef RowsDraw d = RowsDraw.__new__(RowsDraw)
+    cdef int32_t[::1] o
+    cdef int started
+    if rows.shape[0] != n:
+        raise ValueError("chains and rows differ in length")
+    d.out = np.full(max(n, 1), -1, dtype=np.int32)
+    o = d.out
+    d.cores = <core_t**> PyMem_Malloc(max(n, 1) * sizeof(core_t*))
+    if not d.cores:
+        raise MemoryError()
+    for i in range(n):
+        ch = <Chain?> chains[i]
+        if ch.n_vocab != table.shape[1]:
+            raise ValueError(f"expected {ch.n_vocab} logits a row, got {table.shape[1]}")
+        if not 0 <= rows[i] < table.shape[0]:
+            raise ValueError(f"row {rows[i]} is outside the table")
+        if ch.n_probs > 0:
+            raise ValueError("start_rows: chains with n_probs sample one at a time")
+        d.cores[i] = &ch.k
+    d._keep = (list(chains), table, rows)
+    d.a.job.cores = d.cores
+    d.a.job.table = &table[0, 0]
+    d.a.job.stride = table.shape[1]
+    d.a.job.rows = &rows[0] if n else NULL
+    d.a.job.out = &o[0]
+    d.a.job.n = n
+    latch_init(&d.a.latch)
+    d.latched = True
+    if n == 0:
+        return d
+    # Starting takes microseconds: the GIL stays held, unless another job has the pool
+    # (released, another thread could go on with the GIL only for the whole of its turn)
+    started = pool_start(async_part, &d.a, max(1, n_threads), 1)
+    if started < 0:
+        with nogil:
+            started = pool_start(async_part, &d.a, max(1, n_threads), 0)
+    d.running = started > 0
+    if not d.running:
+        with nogil:
+            async_part(&d.a, 0, 1)
+    return d
 
 
 cdef class Chain:

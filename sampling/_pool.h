@@ -3,6 +3,12 @@
  * calling thread and the others on workers, and returns when all are done. No Python
  * object is touched: the caller has released the GIL.
  *
+ * pool_start(fn, arg, n) runs every part on a worker and returns at once, so the caller
+ * goes on meanwhile (start_rows: the engine handles each drawn token while the later rows
+ * are drawn); pool_finish() waits for the parts. The pool is the caller's from start to
+ * finish. A latch tells a waiting caller that one result is in (latch_set / latch_wait on
+ * a slot that holds -1 until then).
+ *
  * Workers start on first use, at most POOL_MAX, and sleep on a condition variable between
  * jobs (no spinning: on a machine whose cores decode, a spinning helper would slow the
  * decode). One job at a time: concurrent callers queue on run_lock. After fork() the child
@@ -30,11 +36,12 @@ static struct {
     pool_fn fn;
     void *arg;
     int n_parts;
+    int first;                      /* the part worker 1 runs: 1 (pool_run), 0 (pool_start) */
     int atfork;
     unsigned long start_gen[POOL_MAX];  /* the job number when worker i was started: it runs
                                            every later job, whenever it first gets the lock */
 } pool_ = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-           PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, {0}};
+           PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 1, 0, {0}};
 
 static void *pool_main(void *p) {
     int id = (int)(intptr_t)p;      /* 1 .. POOL_MAX */
@@ -45,12 +52,12 @@ static void *pool_main(void *p) {
         while (pool_.gen == seen)
             pthread_cond_wait(&pool_.go, &pool_.mu);
         seen = pool_.gen;
-        if (id < pool_.n_parts) {
+        if (id - 1 + pool_.first < pool_.n_parts) {
             pool_fn fn = pool_.fn;
             void *arg = pool_.arg;
-            int n = pool_.n_parts;
+            int n = pool_.n_parts, part = id - 1 + pool_.first;
             pthread_mutex_unlock(&pool_.mu);
-            fn(arg, id, n);
+            fn(arg, part, n);
             pthread_mutex_lock(&pool_.mu);
             if (--pool_.pending == 0)
                 pthread_cond_signal(&pool_.done);
@@ -117,6 +124,7 @@ static void pool_run(pool_fn fn, void *arg, int n_parts) {
     pool_.fn = fn;
     pool_.arg = arg;
     pool_.n_parts = n_parts;
+    pool_.first = 1;
     pool_.pending = n_parts - 1;
     pool_.gen++;
     pthread_cond_broadcast(&pool_.go);
@@ -128,9 +136,98 @@ static void pool_run(pool_fn fn, void *arg, int n_parts) {
     pthread_mutex_unlock(&pool_.mu);
     pthread_mutex_unlock(&pool_.run_lock);
 }
+
+/* every part on a worker; returns how many parts run (fewer than asked when workers could
+ * not all start), or 0 when none could: then nothing runs and the caller does the work.
+ * try_only: -1 instead of waiting when another job holds the pool (a caller holding
+ * Python's GIL tries first, then waits without it). */
+static int pool_start(pool_fn fn, void *arg, int n_parts, int try_only) {
+    if (n_parts < 1)
+        n_parts = 1;
+    if (try_only) {
+        if (pthread_mutex_trylock(&pool_.run_lock) != 0)
+            return -1;
+    } else {
+        pthread_mutex_lock(&pool_.run_lock);
+    }
+    pthread_mutex_lock(&pool_.mu);
+    n_parts = pool_grow(n_parts + 1) - 1;
+    if (n_parts < 1) {
+        pthread_mutex_unlock(&pool_.mu);
+        pthread_mutex_unlock(&pool_.run_lock);
+        return 0;
+    }
+    pool_.fn = fn;
+    pool_.arg = arg;
+    pool_.n_parts = n_parts;
+    pool_.first = 0;
+    pool_.pending = n_parts;
+    pool_.gen++;
+    pthread_cond_broadcast(&pool_.go);
+    pthread_mutex_unlock(&pool_.mu);
+    return n_parts;
+}
+
+/* after a pool_start that returned > 0: wait for its parts, give the pool back */
+static void pool_finish(void) {
+    pthread_mutex_lock(&pool_.mu);
+    while (pool_.pending > 0)
+        pthread_cond_wait(&pool_.done, &pool_.mu);
+    pthread_mutex_unlock(&pool_.mu);
+    pthread_mutex_unlock(&pool_.run_lock);
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} pool_latch;
+
+static void latch_init(pool_latch *l) {
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+}
+
+static void latch_destroy(pool_latch *l) {
+    pthread_cond_destroy(&l->cv);
+    pthread_mutex_destroy(&l->mu);
+}
+
+/* *slot = value (>= 0), and wake whoever waits for it */
+static void latch_set(pool_latch *l, int32_t *slot, int32_t value) {
+    pthread_mutex_lock(&l->mu);
+    __atomic_store_n(slot, value, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static inline int latch_ready(const int32_t *slot) {
+    return __atomic_load_n(slot, __ATOMIC_ACQUIRE) >= 0;
+}
+
+/* until *slot >= 0 */
+static void latch_wait(pool_latch *l, const int32_t *slot) {
+    if (latch_ready(slot))
+        return;
+    pthread_mutex_lock(&l->mu);
+    while (!latch_ready(slot))
+        pthread_cond_wait(&l->cv, &l->mu);
+    pthread_mutex_unlock(&l->mu);
+}
 #else
+#include <stdint.h>
 static int pool_parts(int n_parts) { (void)n_parts; return 1; }
 static void pool_run(pool_fn fn, void *arg, int n_parts) { (void)n_parts; fn(arg, 0, 1); }
+static int pool_start(pool_fn fn, void *arg, int n_parts, int try_only) {
+    (void)fn; (void)arg; (void)n_parts; (void)try_only;
+    return 0;
+}
+static void pool_finish(void) {}
+typedef struct { int unused; } pool_latch;
+static void latch_init(pool_latch *l) { (void)l; }
+static void latch_destroy(pool_latch *l) { (void)l; }
+static void latch_set(pool_latch *l, int32_t *slot, int32_t value) { (void)l; *slot = value; }
+static inline int latch_ready(const int32_t *slot) { return *slot >= 0; }
+static void latch_wait(pool_latch *l, const int32_t *slot) { (void)l; (void)slot; }
 #endif
 
 #endif

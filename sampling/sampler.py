@@ -425,6 +425,15 @@ class Sampler:
         sample_rows([s.chain for s in samplers], table, np.asarray(rows, np.int32), out, n_threads)
         return out.tolist()
 
+    @staticmethod
+    def start_rows(samplers: list["Sampler"], table: np.ndarray, rows, n_threads: int = 1):
+        """sample_rows on ``n_threads`` worker threads, returning at once a draw whose
+        ``token(k)`` waits for sampler k's token and ``finish()`` for them all: the engine
+        handles each token while the rest are drawn. The table must stay as it is, and the
+        samplers unused, until their tokens are in."""
+        from ._chain import start_rows
+        return start_rows([s.chain for s in samplers], table, np.asarray(rows, np.int32), n_threads)
+
 
 def make_sampler(params: SamplingParams, n_vocab: int, prompt_tokens=(), vocab=None,
                  n_ctx: int = 0, *, impl: str = "cython") -> Sampler:

@@ -56,6 +56,10 @@ class EngineConfig:
     # decode (a helper would compete with libllama's threads); more where the model runs
     # on an accelerator and the cores are free between decodes (the server's choice).
     sample_threads: int = 1
+    # Draw on those threads while the engine thread goes on with each token as it comes
+    # (its text, event, stop checks): their Python overlaps the draws. For accelerators (the
+    # server's choice, with wait_for_web off): on a CPU the cores are libllama's.
+    sample_async: bool = False
 
 
 class GenerationExhausted(Exception):
@@ -440,46 +444,63 @@ class Engine:
         embeddings: dict[int, list] = {}
         ended: dict[int, BaseException] = {}
         batch: list = []        # (slot, batch index): drawn together by _sample_batch
+        alone: list = []        # (slot, batch index): drawn one by one (grammar, n_probs)
         gens = self._gens
+        prompts = False         # any entry of a slot still on its prompt (progress reports)
         for entry in plan.entries:
+            slot, req = entry.slot, entry.slot.request
+            if req is not None and req.status is Status.PROMPT:
+                prompts = True
             if not entry.wants_logits:
                 continue
-            slot, req = entry.slot, entry.slot.request
             try:
                 if req.options.embedding:
                     embeddings[slot.id] = self._collect_embedding(entry, index[slot.id])
                 elif req.options.n_predict != 0:
-                    if gens[slot.id].batchable:
-                        batch.append((slot, index[slot.id]))
-                    else:
-                        sampled[slot.id] = self._sample(slot, index[slot.id])
+                    (batch if gens[slot.id].batchable else alone).append((slot, index[slot.id]))
             except Exception as exc:     # this request's failure, not the batch's
                 ended[slot.id] = exc
             for child in entry.followers:   # n_cmpl: the same logits, each its own sampler
+                if child.request is not None and child.request.options.n_predict != 0:
+                    (batch if gens[child.id].batchable else alone).append((child, index[slot.id]))
+        draw = self._sample_batch(batch, sampled, ended) if batch else None
+        try:
+            for slot, i in alone:
                 try:
-                    if child.request is not None and child.request.options.n_predict != 0:
-                        if gens[child.id].batchable:
-                            batch.append((child, index[slot.id]))
-                        else:
-                            sampled[child.id] = self._sample(child, index[slot.id])
-                except Exception as exc:
-                    ended[child.id] = exc
-        if batch:
-            self._sample_batch(batch, sampled, ended)
+                    sampled[slot.id] = self._sample(slot, i)
+                except Exception as exc:     # this request's failure, not the batch's
+                    ended[slot.id] = exc
+            self._commit(plan, sampled, embeddings, ended, index, prompts, draw, batch)
+        finally:
+            if draw is not None:
+                draw.finish()
+
+    def _commit(self, plan: Plan, sampled: dict, embeddings: dict, ended: dict, index: dict,
+                prompts: bool, draw, batch: list) -> None:
+        """After the step's draws: the scheduler's update, progress reports, then each
+        slot's token (or its end). ``draw``: the batch still being drawn on worker threads
+        (sample_async), its tokens taken one by one as they come."""
         results = self.scheduler.update(plan, sampled)
         drafted = ({e.slot.id: (e.draft, index[e.slot.id]) for e in plan.entries if e.draft}
                    if self.speculator is not None else {})
         for src, dst in plan.shares:
             self.ctx.seq_rm(dst, -1, -1)
             self.ctx.seq_cp(src, dst, -1, -1)
-        for entry in plan.entries:          # only slots still on their prompt may report
-            if entry.slot.request is not None and entry.slot.request.status is Status.PROMPT:
-                self._report_progress(entry.slot)
-        for child in (c for e in plan.entries for c in e.followers):
-            self._report_progress(child)
+        if prompts:
+            for entry in plan.entries:          # only slots still on their prompt may report
+                if entry.slot.request is not None and entry.slot.request.status is Status.PROMPT:
+                    self._report_progress(entry.slot)
+            for child in (c for e in plan.entries for c in e.followers):
+                self._report_progress(child)
+        special = bool(ended or embeddings or drafted)   # else: tokens, or nothing to sample
+        drawn = {slot.id: k for k, (slot, _) in enumerate(batch)} if draw is not None else None
         for slot, token in results:
+            if drawn is not None and token is None and slot.id in drawn:
+                token = draw.token(drawn[slot.id])
             try:
-                if slot.id in ended:
+                if not special and token is not None:
+                    self._on_token(slot, token)
+                elif slot.id in ended:
                     exc = ended[slot.id]
                     if isinstance(exc, GenerationExhausted):
                         self._finish(slot, Status.FINISHED_GRAMMAR)
@@ -589,15 +610,19 @@ class Engine:
     def _sample(self, slot, i: int) -> int:
         return self._gens[slot.id].sample(self.ctx.logits(i))
 
-    def _sample_batch(self, batch: list, sampled: dict, ended: dict) -> None:
+    def _sample_batch(self, batch: list, sampled: dict, ended: dict):
         """Draw for every (slot, batch index) of ``batch`` in one call over the step's logits
-        table (their samplers are batchable). If that call fails, each slot is drawn alone,
-        so a failure stays with its own request."""
+        table (their samplers are batchable): into ``sampled``, or with sample_async started
+        on worker threads and returned (Sampler.start_rows: the caller takes the tokens and
+        finishes it). If that call fails, each slot is drawn alone, so a failure stays with
+        its own request."""
         gens = [self._gens[slot.id] for slot, _ in batch]
         try:
             table, rows = self.ctx.logits_rows([i for _, i in batch])
-            tokens = gens[0].sampler.sample_rows([g.sampler for g in gens], table, rows,
-                                                 self.config.sample_threads)
+            samplers = [g.sampler for g in gens]
+            if self.config.sample_async:
+                return samplers[0].start_rows(samplers, table, rows, self.config.sample_threads)
+            tokens = samplers[0].sample_rows(samplers, table, rows, self.config.sample_threads)
         except Exception:
             logger.exception("batch sampling failed; drawing slot by slot")
             for slot, i in batch:
@@ -605,9 +630,10 @@ class Engine:
                     sampled[slot.id] = self._sample(slot, i)
                 except Exception as exc:
                     ended[slot.id] = exc
-            return
+            return None
         for (slot, _), token in zip(batch, tokens):
             sampled[slot.id] = token
+        return None
 
     def _report_progress(self, slot) -> None:
         """return_progress (streams): where the slot's prompt evaluation stands, at admission

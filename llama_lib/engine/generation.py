@@ -72,6 +72,10 @@ class Generation:
         if req.options.t_max_predict_ms > 0:
             self.conditions.append(time_limit)
         self.t_started = 0.0          # when generation began (the engine sets it: prompt done)
+        # bound once: asked for every token
+        self._is_eog = vocab.is_eog
+        self._eos_ends = not req.options.ignore_eos
+        self._accept = sampler.accept if sampler is not None else None
         # drawn with the other slots in one call (Sampler.sample_rows) rather than alone
         self.batchable = self.n_probs == 0 and bool(getattr(sampler, "batchable", False))
 
@@ -93,12 +97,12 @@ class Generation:
 
     def ends_at(self, token: int) -> bool:
         """An end-of-generation token ends the request (unless it ignores EOS)."""
-        return self.vocab.is_eog(token) and not self.req.options.ignore_eos
+        return self._eos_ends and self._is_eog(token)
 
     def take(self, token: int, now: float = 0.0) -> tuple[TokenEvent, Status | None]:
         """The kept ``token`` (already counted by the scheduler): its event, and the finish
         status if a stop condition fires. ``now``: the step's clock (read once per step)."""
-        self.sampler.accept(token)
+        self._accept(token)
         delta = self.text.push_token(self.vocab, token, self.special)
         if self.stops.stops:
             delta = self.stops.feed(delta)

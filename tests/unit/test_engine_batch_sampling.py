@@ -1,6 +1,7 @@
-"""The engine draws for all its generating slots in one call (Sampler.sample_rows) and the
-tokens are those each slot's own sampler would draw alone; ignore_eos is a bias fixed at
-admission, in both paths."""
+"""The engine draws for all its generating slots in one call (Sampler.sample_rows, or on
+worker threads while it handles the tokens drawn first: Sampler.start_rows) and the tokens
+are those each slot's own sampler would draw alone; ignore_eos is a bias fixed at
+admission, in every path."""
 from __future__ import annotations
 
 import numpy as np
@@ -86,6 +87,56 @@ def test_slots_drawn_together_draw_what_each_draws_alone(monkeypatch):
     assert len({tuple(tokens) for tokens, _ in together}) == len(BODIES)   # really sampled
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_drawing_on_workers_while_handling_tokens_draws_the_same(monkeypatch, threads):
+    """sample_async (the server's way with the model offloaded): the batch is started on
+    worker threads and each token taken as it comes; the same tokens and endings as each
+    slot drawing alone, with a request that ends early (EOS) among them."""
+    from sampling.sampler import Sampler
+    started = []
+    real = Sampler.start_rows
+
+    def spy(samplers, table, rows, n_threads=1):
+        started.append((len(samplers), n_threads))
+        return real(samplers, table, rows, n_threads)
+    monkeypatch.setattr(Sampler, "start_rows", staticmethod(spy))
+    bodies = [dict(b) for b in BODIES * 2] + [{"seed": 7}]
+    alone = run(alone_factory, [dict(b) for b in bodies], eos_logit=6.0)
+    assert started == []
+    together = run(make_sampler, [dict(b) for b in bodies], eos_logit=6.0,
+                   sample_async=True, sample_threads=threads)
+    assert together == alone
+    assert max(n for n, _ in started) > len(bodies) // 2 and {t for _, t in started} == {threads}
+    assert {status for _, status in together} == {"FINISHED_EOS", "FINISHED_LIMIT"}
+
+
+def test_a_draw_on_workers_gives_each_rows_token_and_finishes_once():
+    from sampling._chain import sample_rows, start_rows
+    rng = np.random.default_rng(3)
+    table = (rng.standard_normal((9, N_VOCAB)) * 3).astype(np.float32)
+    rows = np.array([4, 0, 8, 8, 2, 1, 7], np.int32)
+
+    def chains():
+        return [make_sampler(SamplingParams(seed=s), N_VOCAB).chain for s in range(len(rows))]
+    want = np.zeros(len(rows), np.int32)
+    sample_rows(chains(), table, rows, want)
+    for threads in (1, 2, 5):
+        draw = start_rows(chains(), table, rows, threads)
+        got = [draw.token(k) for k in reversed(range(len(rows)))][::-1]   # any order
+        draw.finish()
+        draw.finish()
+        assert got == want.tolist()
+        with pytest.raises(IndexError):
+            draw.token(len(rows))
+    empty = start_rows([], table, np.zeros(0, np.int32))
+    empty.finish()
+    unfinished = start_rows(chains(), table, rows, 2)   # dropped unfinished: waits, no leak
+    del unfinished
+    again = start_rows(chains(), table, rows, 2)        # the pool is free again
+    assert [again.token(k) for k in range(len(rows))] == want.tolist()
+    again.finish()
+
+
 @pytest.mark.parametrize("factory", [make_sampler, alone_factory], ids=["together", "alone"])
 def test_ignore_eos_is_a_bias_the_sampler_applies(factory):
     """EOS is every row's best logit: a request that ignores it still never draws it."""
@@ -114,6 +165,22 @@ def test_n_probs_with_ignore_eos_reports_the_models_own_distribution():
         engine.stop()
     assert len(tokens) == 3 and all(ev.token != 0 for ev in tokens)
     assert all(ev.probs[0][0] == 0 and ev.probs[0][1] > 0.99 for ev in tokens)
+
+
+def test_start_rows_refuses_what_it_cannot_draw():
+    from sampling._chain import start_rows
+    table = np.zeros((2, N_VOCAB), np.float32)
+    plain = make_sampler(SamplingParams(seed=1), N_VOCAB).chain
+    with pytest.raises(ValueError, match="outside the table"):
+        start_rows([plain], table, np.array([2], np.int32))
+    with pytest.raises(ValueError, match="n_probs"):
+        start_rows([make_sampler(SamplingParams(seed=1, n_probs=2), N_VOCAB).chain], table,
+                   np.array([0], np.int32))
+    with pytest.raises(ValueError, match="differ in length"):
+        start_rows([plain, plain], table, np.array([0], np.int32))
+    ok = start_rows([plain], table, np.array([1], np.int32))     # refusals left the pool free
+    assert 0 <= ok.token(0) < N_VOCAB
+    ok.finish()
 
 
 def test_sample_rows_refuses_what_it_cannot_draw():
