@@ -116,6 +116,8 @@ def run_bare(model, n_slots: int, decode_ms: float, chain: str, n_predict: int) 
         reqs = [Request(prompt_tokens=list(range(100 + i, 132 + i)), sampling=params,
                         options=GenerationOptions(n_predict=n_predict, cache_prompt=False))
                 for i in range(n_slots)]
+        for req in reqs:    # as the routes do (webapp/completion.new_request): not on the engine thread
+            req.sampler = engine.make_sampler(req.sampling, req.prompt_tokens)
         t0 = time.perf_counter()
         steps0 = engine.n_decode_steps
         engine.submit_many(reqs)

@@ -93,6 +93,7 @@ cdef extern from "_pool.h" nogil:
     void latch_set(pool_latch* l, int32_t* slot, int32_t value)
     bint latch_ready(const int32_t* slot)
     void latch_wait(pool_latch* l, const int32_t* slot)
+    long pool_claim(long* counter)
 
 
 cdef struct rows_job:
@@ -160,24 +161,30 @@ def sample_rows(list chains not None, const float[:, ::1] table not None,
 cdef struct async_rows:
     rows_job job
     pool_latch latch
+    long next                   # the first row no thread has claimed (pool_claim)
+
+
+cdef inline bint draw_next(async_rows* a) noexcept nogil:
+    """Claim the next row nobody draws yet and draw it; False when none is left."""
+    cdef long i = pool_claim(&a.next)
+    if i >= a.job.n:
+        return False
+    latch_set(&a.latch, &a.job.out[i], core_run(a.job.cores[i], a.job.table + a.job.rows[i] * a.job.stride))
+    return True
 
 
 cdef void async_part(void* arg, int part, int n_parts) noexcept nogil:
-    # rows part, part + n_parts, ...: the rows come out about in order, as they are taken
-    cdef async_rows* a = <async_rows*> arg
-    cdef rows_job* job = &a.job
-    cdef Py_ssize_t i = part
-    while i < job.n:
-        latch_set(&a.latch, &job.out[i], core_run(job.cores[i], job.table + job.rows[i] * job.stride))
-        i += n_parts
+    # rows are claimed one at a time, in order, by the workers and the waiting caller
+    while draw_next(<async_rows*> arg):
+        pass
 
 
 cdef class RowsDraw:
-    """Draws running on worker threads (start_rows): ``token(k)`` is row k's token, waiting
-    for it without the GIL if it is not drawn yet; ``finish()`` waits for every row and
-    gives the pool back. Until then the chains, the table and the rows stay untouched by
-    anyone but the workers (the caller may use a chain once its token is in: no worker
-    reads it again)."""
+    """Draws running on worker threads (start_rows): ``token(k)`` is row k's token; if it is
+    not drawn yet the caller draws the next unclaimed rows itself (without the GIL) until it
+    is, rather than sleep; ``finish()`` waits for the workers and gives the pool back. Until
+    then the chains, the table and the rows stay untouched by anyone but the draw (the
+    caller may use a chain once its token is in: nobody reads it again)."""
     cdef async_rows a
     cdef core_t** cores
     cdef bint running
@@ -206,15 +213,18 @@ cdef class RowsDraw:
         cdef const int32_t* slot = &self.a.job.out[k]
         if not latch_ready(slot):
             with nogil:
-                latch_wait(&self.a.latch, slot)
+                while not latch_ready(slot):
+                    if not draw_next(&self.a):      # all claimed: row k is being drawn
+                        latch_wait(&self.a.latch, slot)
         return slot[0]
 
 
 def start_rows(list chains not None, const float[:, ::1] table not None,
                const int32_t[::1] rows not None, int n_threads=1) -> RowsDraw:
     """sample_rows on ``n_threads`` worker threads, returning at once: the caller handles
-    the tokens drawn first (``RowsDraw.token``) while the workers draw the rest. Where no
-    worker thread can run, every row is drawn here before it returns."""
+    the tokens drawn first (``RowsDraw.token``) while the workers draw the rest, and draws
+    rows itself whenever it would wait for one. With no worker (``n_threads`` 0, or none
+    could start) the caller's token() calls draw them all."""
     cdef Py_ssize_t i, n = len(chains)
     cdef Chain ch
     cdef RowsDraw d = RowsDraw.__new__(RowsDraw)
@@ -243,20 +253,22 @@ def start_rows(list chains not None, const float[:, ::1] table not None,
     d.a.job.rows = &rows[0] if n else NULL
     d.a.job.out = &o[0]
     d.a.job.n = n
+    d.a.next = 0
     latch_init(&d.a.latch)
     d.latched = True
     if n == 0:
         return d
     # Starting takes microseconds: the GIL stays held, unless another job has the pool
-    # (released, another thread could go on with the GIL only for the whole of its turn)
-    started = pool_start(async_part, &d.a, max(1, n_threads), 1)
+    # (released, another thread could go on with the GIL only for the whole of its turn).
+    # No worker at all (n_threads 0, or none could start): token() draws every row on the
+    # caller's thread.
+    if n_threads <= 0:
+        return d
+    started = pool_start(async_part, &d.a, n_threads, 1)
     if started < 0:
         with nogil:
-            started = pool_start(async_part, &d.a, max(1, n_threads), 0)
+            started = pool_start(async_part, &d.a, n_threads, 0)
     d.running = started > 0
-    if not d.running:
-        with nogil:
-            async_part(&d.a, 0, 1)
     return d
 
 

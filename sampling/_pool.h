@@ -5,9 +5,9 @@
  *
  * pool_start(fn, arg, n) runs every part on a worker and returns at once, so the caller
  * goes on meanwhile (start_rows: the engine handles each drawn token while the later rows
- * are drawn); pool_finish() waits for the parts. The pool is the caller's from start to
- * finish. A latch tells a waiting caller that one result is in (latch_set / latch_wait on
- * a slot that holds -1 until then).
+ * are drawn, and draws rows itself when it would wait); pool_finish() waits for the parts.
+ * The pool is the caller's from start to finish. A latch tells a waiting caller that one
+ * result is in (latch_set / latch_wait on a slot that holds -1 until then).
  *
  * Workers start on first use, at most POOL_MAX, and sleep on a condition variable between
  * jobs (no spinning: on a machine whose cores decode, a spinning helper would slow the
@@ -17,6 +17,12 @@
  */
 #ifndef SAMPLING_POOL_H
 #define SAMPLING_POOL_H
+
+/* the next index of a shared counter: work items handed out one at a time to whichever
+ * thread asks (workers and the caller alike) */
+static inline long pool_claim(long *counter) {
+    return __atomic_fetch_add(counter, 1, __ATOMIC_ACQ_REL);
+}
 
 #define POOL_MAX 16          /* parts, the caller's included */
 

@@ -616,10 +616,10 @@ class Engine:
         on worker threads and returned (Sampler.start_rows: the caller takes the tokens and
         finishes it). If that call fails, each slot is drawn alone, so a failure stays with
         its own request."""
-        gens = [self._gens[slot.id] for slot, _ in batch]
+        gens = self._gens
         try:
             table, rows = self.ctx.logits_rows([i for _, i in batch])
-            samplers = [g.sampler for g in gens]
+            samplers = [gens[slot.id].sampler for slot, _ in batch]
             if self.config.sample_async:
                 return samplers[0].start_rows(samplers, table, rows, self.config.sample_threads)
             tokens = samplers[0].sample_rows(samplers, table, rows, self.config.sample_threads)

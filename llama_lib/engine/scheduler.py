@@ -37,7 +37,7 @@ class QueueFull(Exception):
     """The waiting queue is at --max-queue."""
 
 
-@dataclass
+@dataclass(slots=True)
 class PlanEntry:
     slot: Slot
     tokens: list[int]
@@ -329,15 +329,18 @@ class Scheduler:
         """The batch of the slots under ``plan.lora``: one token per generating slot, then
         prompt chunks while the budget lasts."""
         budget = self.n_batch
+        plain = self.group_attn is None and self.shift_of is None   # position = cache index
+        entries = plan.entries
         for slot in self.slots:
             req = slot.request
             if req is None or req.status is not Status.GENERATING or not slot.pending \
                     or req.options.lora != plan.lora:
                 continue
-            if slot.n_past + 1 > self.n_ctx_slot and not self._shift(slot, plan):
+            if len(slot.cache_tokens) + 1 > self.n_ctx_slot and not self._shift(slot, plan):
                 plan.context_full.append(slot)
                 continue
-            plan.entries.append(PlanEntry(slot, slot.pending[:1], self._position(slot, plan), True))
+            entries.append(PlanEntry(slot, slot.pending[:1],
+                                     len(slot.cache_tokens) if plain else self._position(slot, plan), True))
             budget -= 1
         if plan.entries and not self.cont_batching:
             return

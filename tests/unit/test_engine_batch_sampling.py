@@ -120,7 +120,7 @@ def test_a_draw_on_workers_gives_each_rows_token_and_finishes_once():
         return [make_sampler(SamplingParams(seed=s), N_VOCAB).chain for s in range(len(rows))]
     want = np.zeros(len(rows), np.int32)
     sample_rows(chains(), table, rows, want)
-    for threads in (1, 2, 5):
+    for threads in (0, 1, 2, 5):        # 0: no worker, the caller draws every row
         draw = start_rows(chains(), table, rows, threads)
         got = [draw.token(k) for k in reversed(range(len(rows)))][::-1]   # any order
         draw.finish()
