@@ -22,6 +22,17 @@ import time
 import numpy as np
 
 
+def _real_sleep(seconds: float) -> None:
+    """The OS's sleep, as llama_decode blocks the engine's thread: under gevent's patching
+    time.sleep would run a hub of the engine thread's own."""
+    try:
+        from gevent import monkey
+        sleep = monkey.get_original("time", "sleep")
+    except ImportError:
+        sleep = time.sleep
+    sleep(seconds)
+
+
 class TimedContext:
     """A context whose decode takes ``decode_ms`` and whose logits are fixed rows."""
 
@@ -44,7 +55,7 @@ class TimedContext:
 
     def decode(self, batch) -> None:
         if self.decode_s:
-            time.sleep(self.decode_s)
+            _real_sleep(self.decode_s)
         self.n_decodes += 1
 
     def logits(self, i: int) -> np.ndarray:
