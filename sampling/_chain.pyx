@@ -112,6 +112,23 @@ cdef void rows_part(void* arg, int part, int n_parts) noexcept nogil:
         job.out[i] = core_run(job.cores[i], job.table + job.rows[i] * job.stride)
 
 
+cdef collect_cores(list chains, const float[:, ::1] table, const int32_t[::1] rows,
+                   core_t** cores, str caller):
+    """cores[i] = the per-token state of chains[i], each chain checked against the table
+    and its row (ValueError, TypeError for what is not a Chain)."""
+    cdef Py_ssize_t i
+    cdef Chain ch
+    for i in range(len(chains)):
+        ch = <Chain?> chains[i]
+        if ch.n_vocab != table.shape[1]:
+            raise ValueError(f"expected {ch.n_vocab} logits a row, got {table.shape[1]}")
+        if not 0 <= rows[i] < table.shape[0]:
+            raise ValueError(f"row {rows[i]} is outside the table")
+        if ch.n_probs > 0:
+            raise ValueError(f"{caller}: chains with n_probs sample one at a time")
+        cores[i] = &ch.k
+
+
 # below this many rows a second thread costs more to wake than it saves
 cdef Py_ssize_t ROWS_PER_THREAD = 8
 
@@ -124,8 +141,7 @@ def sample_rows(list chains not None, const float[:, ::1] table not None,
     for machines whose cores are free while the step samples (the model on a GPU). Chains
     with n_probs > 0 are refused (their probabilities are Python lists); a chain appears at
     most once."""
-    cdef Py_ssize_t i, n = len(chains)
-    cdef Chain ch
+    cdef Py_ssize_t n = len(chains)
     cdef rows_job job
     cdef int parts
     if rows.shape[0] != n or out.shape[0] != n:
@@ -136,15 +152,7 @@ def sample_rows(list chains not None, const float[:, ::1] table not None,
     if not job.cores:
         raise MemoryError()
     try:
-        for i in range(n):
-            ch = <Chain?> chains[i]
-            if ch.n_vocab != table.shape[1]:
-                raise ValueError(f"expected {ch.n_vocab} logits a row, got {table.shape[1]}")
-            if not 0 <= rows[i] < table.shape[0]:
-                raise ValueError(f"row {rows[i]} is outside the table")
-            if ch.n_probs > 0:
-                raise ValueError("sample_rows: chains with n_probs sample one at a time")
-            job.cores[i] = &ch.k
+        collect_cores(chains, table, rows, job.cores, "sample_rows")
         job.table = &table[0, 0]
         job.stride = table.shape[1]
         job.rows = &rows[0]
@@ -225,8 +233,7 @@ def start_rows(list chains not None, const float[:, ::1] table not None,
     the tokens drawn first (``RowsDraw.token``) while the workers draw the rest, and draws
     rows itself whenever it would wait for one. With no worker (``n_threads`` 0, or none
     could start) the caller's token() calls draw them all."""
-    cdef Py_ssize_t i, n = len(chains)
-    cdef Chain ch
+    cdef Py_ssize_t n = len(chains)
     cdef RowsDraw d = RowsDraw.__new__(RowsDraw)
     cdef int32_t[::1] o
     cdef int started
@@ -237,16 +244,8 @@ def start_rows(list chains not None, const float[:, ::1] table not None,
     d.cores = <core_t**> PyMem_Malloc(max(n, 1) * sizeof(core_t*))
     if not d.cores:
         raise MemoryError()
-    for i in range(n):
-        ch = <Chain?> chains[i]
-        if ch.n_vocab != table.shape[1]:
-            raise ValueError(f"expected {ch.n_vocab} logits a row, got {table.shape[1]}")
-        if not 0 <= rows[i] < table.shape[0]:
-            raise ValueError(f"row {rows[i]} is outside the table")
-        if ch.n_probs > 0:
-            raise ValueError("start_rows: chains with n_probs sample one at a time")
-        d.cores[i] = &ch.k
-    d._keep = (list(chains), table, rows)
+    collect_cores(chains, table, rows, d.cores, "start_rows")
+    d._keep = (chains, table, rows)
     d.a.job.cores = d.cores
     d.a.job.table = &table[0, 0]
     d.a.job.stride = table.shape[1]

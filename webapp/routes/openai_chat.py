@@ -28,7 +28,7 @@ from flask import Blueprint, Response, jsonify, stream_with_context
 from llama_lib.engine import FinalEvent, Status, TokenEvent
 
 from ..chat_formats import ChatFormat, ChatMessage, FormatError, MessageStream, ParseOptions
-from ..chat_formats.base import REASONING_FORMATS, GrammarPlan, ToolChoice, arguments_json
+from ..chat_formats.base import REASONING_FORMATS, GrammarPlan, arguments_json
 from ..chat_formats.grammar import regex_escape
 from ..chat_formats.stream import finalize_ids
 from ..chat_formats.tools import parse_parallel, parse_tool_choice, parse_tools
