@@ -215,14 +215,19 @@ cdef class RowsDraw:
     def finish(self) -> None:
         self._finish()
 
-    def token(self, Py_ssize_t k) -> int:
+    def token(self, Py_ssize_t k, bint help=True) -> int:
+        """Row k's token. ``help``: draw unclaimed rows on this thread while row k is not
+        in; False: sleep until it is (another thread needs this core more), unless no
+        worker runs."""
         if not 0 <= k < self.a.job.n:
             raise IndexError(f"row {k} is not in this draw")
         cdef const int32_t* slot = &self.a.job.out[k]
+        if not self.running:
+            help = True
         if not latch_ready(slot):
             with nogil:
                 while not latch_ready(slot):
-                    if not draw_next(&self.a):      # all claimed: row k is being drawn
+                    if not help or not draw_next(&self.a):   # all claimed: row k is being drawn
                         latch_wait(&self.a.latch, slot)
         return slot[0]
 

@@ -122,6 +122,8 @@ class ThreadBridge:
     def wait_drained(self, timeout: float) -> None:
         pass
 
+    web_busy = False
+
 
 class GreenWake:
     """The wake-up of a mailbox (or a group of them) on the gevent side: ``set``, ``clear``,
@@ -188,6 +190,8 @@ class GeventBridge:
         self._watcher.start(self._on_wake)
         self._drained = RealSignal()
         self._waiting_drain = False
+        self._flushes = 0           # flushes that woke someone, and the last one the hub
+        self._drained_upto = 0      # has finished (its woken greenlets had their turn)
 
     def new_event(self):
         return GreenWake(self._hub)
@@ -204,6 +208,8 @@ class GeventBridge:
         with self._lock:
             pending = bool(self._dirty)
             self._waiting_drain = pending
+            if pending:
+                self._flushes += 1
         if pending:
             self._watcher.send()
 
@@ -212,12 +218,23 @@ class GeventBridge:
         if self._waiting_drain:
             self._drained.wait(timeout)
 
+    @property
+    def web_busy(self) -> bool:
+        """Whether greenlets woken by a flush may still be waiting for their turn (the hub
+        holds the GIL for all of it): the engine then leaves the CPU to them."""
+        return self._drained_upto < self._flushes
+
     def _on_wake(self) -> None:   # runs in the hub
         with self._lock:
             dirty, self._dirty = self._dirty, []
+            upto = self._flushes
         for mailbox in dirty:
             mailbox.wake()
-        self._hub.loop.run_callback(self._drained.set)
+        self._hub.loop.run_callback(self._on_drained, upto)
+
+    def _on_drained(self, upto: int) -> None:   # runs in the hub, after the woken greenlets
+        self._drained_upto = max(self._drained_upto, upto)
+        self._drained.set()
 
 
 def make_bridge():

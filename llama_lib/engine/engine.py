@@ -494,9 +494,12 @@ class Engine:
                 self._report_progress(child)
         special = bool(ended or embeddings or drafted)   # else: tokens, or nothing to sample
         drawn = {slot.id: k for k, (slot, _) in enumerate(batch)} if draw is not None else None
+        bridge = self.bridge
         for slot, token in results:
             if drawn is not None and token is None and slot.id in drawn:
-                token = draw.token(drawn[slot.id])
+                # while the web side has the last step's output to write, leave it the core
+                # rather than draw rows here: it holds the GIL the engine needs next
+                token = draw.token(drawn[slot.id], not bridge.web_busy)
             try:
                 if not special and token is not None:
                     self._on_token(slot, token)

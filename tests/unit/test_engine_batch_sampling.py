@@ -121,11 +121,12 @@ def test_a_draw_on_workers_gives_each_rows_token_and_finishes_once():
     want = np.zeros(len(rows), np.int32)
     sample_rows(chains(), table, rows, want)
     for threads in (0, 1, 2, 5):        # 0: no worker, the caller draws every row
-        draw = start_rows(chains(), table, rows, threads)
-        got = [draw.token(k) for k in reversed(range(len(rows)))][::-1]   # any order
-        draw.finish()
-        draw.finish()
-        assert got == want.tolist()
+        for help in (True, False):          # False: the caller only waits (workers draw)
+            draw = start_rows(chains(), table, rows, threads)
+            got = [draw.token(k, help) for k in reversed(range(len(rows)))][::-1]   # any order
+            draw.finish()
+            draw.finish()
+            assert got == want.tolist()
         with pytest.raises(IndexError):
             draw.token(len(rows))
     empty = start_rows([], table, np.zeros(0, np.int32))

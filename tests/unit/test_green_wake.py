@@ -94,3 +94,31 @@ def test_the_bridge_wakes_readers_from_a_real_thread():
     while len(drained) < 3 and time.monotonic() < deadline:
         gevent.sleep(0.01)
     assert drained == [True, True, True]
+
+
+def test_the_bridge_says_the_web_side_is_busy_until_the_woken_greenlets_had_their_turn():
+    bridge = GeventBridge()
+    box = Mailbox(bridge)
+    got = []
+    reader = gevent.spawn(lambda: got.extend(box.get(2)))
+    gevent.sleep(0.01)
+    assert not bridge.web_busy
+    state = {}
+
+    def engine():
+        box.put_quiet("token")
+        bridge.mark_many([box])
+        bridge.flush()
+        state["after_flush"] = bridge.web_busy
+        bridge.wait_drained(2)
+        state["after_drain"] = bridge.web_busy
+        bridge.flush()                      # nothing marked: nobody to wait for
+        state["empty_flush"] = bridge.web_busy
+
+    start_real_thread(engine)
+    reader.join(timeout=5)
+    deadline = time.monotonic() + 2
+    while len(state) < 3 and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert got == ["token"]
+    assert state == {"after_flush": True, "after_drain": False, "empty_flush": False}
