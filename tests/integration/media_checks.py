@@ -1,5 +1,6 @@
-"""Checks shared by the media tests (images, audio): a /metrics counter, and the follow-up
-turn that must come from the slot's cache without encoding its media again."""
+"""Checks shared by the media tests (images, audio): a /metrics counter, a text's token
+count, and the follow-up turn that must come from the slot's cache without encoding its
+media again."""
 from __future__ import annotations
 
 import re
@@ -11,6 +12,12 @@ def counter(server, name: str) -> float:
     found = re.search(rf"^llamacpp:{name} (\S+)$", server.get("/metrics").text, re.M)
     assert found, name
     return float(found.group(1))
+
+
+def token_count(server, text: str, add_special: bool) -> int:
+    """How many tokens the server's /tokenize gives ``text``."""
+    r = server.post("/tokenize", json={"content": text, "add_special": add_special})
+    return len(r.json()["tokens"])
 
 
 def assert_second_turn_reuses_the_cache(server, client, messages: list[dict], question: str) -> None:

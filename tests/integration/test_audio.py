@@ -12,7 +12,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.integration.media_checks import GREEDY, assert_second_turn_reuses_the_cache
+from tests.integration.media_checks import GREEDY, assert_second_turn_reuses_the_cache, token_count
 from tests.mmproj import png, solid
 from tests.mmproj_audio import AUDIO_TOKENS, audio_projector, tone, wav
 
@@ -56,14 +56,12 @@ def test_props_and_models_announce_audio(server):
 
 def test_a_clip_adds_its_tokens_to_the_prompt(server):
     marker = server.get("/props").json()["media_marker"]
-
-    def count(text, add_special):
-        return len(server.post("/tokenize", json={"content": text, "add_special": add_special}).json()["tokens"])
     r = server.post("/completion", json={"prompt": {"prompt_string": f"Listen: {marker} what is it?",
                                                     "multimodal_data": [b64(A440)]},
                                          "n_predict": 2, "cache_prompt": False})
     assert r.status_code == 200, r.text
-    assert r.json()["tokens_evaluated"] == count("Listen: ", True) + AUDIO_TOKENS + count(" what is it?", False)
+    assert r.json()["tokens_evaluated"] == token_count(server, "Listen: ", True) + AUDIO_TOKENS \
+        + token_count(server, " what is it?", False)
 
 
 def test_the_output_follows_the_sound(server, client):

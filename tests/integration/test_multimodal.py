@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.integration.media_checks import GREEDY, assert_second_turn_reuses_the_cache, counter
+from tests.integration.media_checks import GREEDY, assert_second_turn_reuses_the_cache, counter, token_count
 from tests.mmproj import IMAGE_TOKENS, bmp, checker, png, solid, vision_projector
 
 pytestmark = pytest.mark.slow
@@ -83,14 +83,11 @@ def test_props_and_models_announce_vision(server, marker):
 
 
 def test_an_image_adds_its_tokens_to_the_prompt(server, marker):
-    def count(text, add_special):
-        return len(server.post("/tokenize", json={"content": text, "add_special": add_special}).json()["tokens"])
-
     r = server.post("/completion", json={"prompt": {"prompt_string": f"Look: {marker} describe it",
                                                     "multimodal_data": [b64(CHECKER)]},
                                          "n_predict": 2, "cache_prompt": False})
     assert r.status_code == 200, r.text
-    expected = count("Look: ", True) + IMAGE_TOKENS + count(" describe it", False)
+    expected = token_count(server, "Look: ", True) + IMAGE_TOKENS + token_count(server, " describe it", False)
     assert r.json()["tokens_evaluated"] == expected
     assert r.json()["prompt"] == f"Look: {marker} describe it"
 
@@ -337,9 +334,8 @@ def test_an_embedding_follows_the_image(embed_server):
     assert abs(np.linalg.norm(vecs[0]) - 1) < 1e-4
     # the prompt tokens count each image's tokens
     text_only = embed_server.post("/v1/embeddings", json={"input": "Look:  at this picture"}).json()
-    def count(text, add_special):
-        return len(embed_server.post("/tokenize", json={"content": text, "add_special": add_special}).json()["tokens"])
-    one = count("Look: ", True) + IMAGE_TOKENS + count(" at this picture", False)
+    one = token_count(embed_server, "Look: ", True) + IMAGE_TOKENS \
+        + token_count(embed_server, " at this picture", False)
     assert r.json()["usage"]["prompt_tokens"] == 3 * one + text_only["usage"]["prompt_tokens"]
 
 
