@@ -22,15 +22,14 @@ import time
 import numpy as np
 
 
-def _real_sleep(seconds: float) -> None:
+def _os_sleep():
     """The OS's sleep, as llama_decode blocks the engine's thread: under gevent's patching
     time.sleep would run a hub of the engine thread's own."""
     try:
         from gevent import monkey
-        sleep = monkey.get_original("time", "sleep")
+        return monkey.get_original("time", "sleep")
     except ImportError:
-        sleep = time.sleep
-    sleep(seconds)
+        return time.sleep
 
 
 class TimedContext:
@@ -50,12 +49,13 @@ class TimedContext:
         self._logits = rng.standard_normal((rows, n_vocab)).astype(np.float32) * 3
         self._logits[:, list(eog)] = -np.inf
         self.decode_s = decode_ms / 1000
+        self._sleep = _os_sleep()
         self.n_decodes = 0
         self._rows = np.zeros(2048, dtype=np.int64)
 
     def decode(self, batch) -> None:
         if self.decode_s:
-            _real_sleep(self.decode_s)
+            self._sleep(self.decode_s)
         self.n_decodes += 1
 
     def logits(self, i: int) -> np.ndarray:
